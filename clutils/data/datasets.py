@@ -1,0 +1,399 @@
+"""Named datasets, each loaded once into normalised tensors.
+
+``load_dataset(name)`` is the single entry point. Loaders register themselves
+in ``LOADERS``; each returns a :class:`~clutils.data.tensors.Dataset`.
+
+Where the data comes from:
+
+* ``digits``: scikit-learn's bundled copy (never downloaded);
+* ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``: torchvision's files
+  under the data root (see :func:`clutils.data.root.data_root`), downloaded by
+  torchvision when absent; Fashion-MNIST is also read from Debian's package
+  ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``);
+* ``core50`` and ``tiny-imagenet``: the authors' archives (see ``core50.py``
+  and ``tinyimagenet.py``).
+
+The raw files are decoded once; the decoded uint8 tensors are cached under
+``<root>/clutils-cache/`` so that later loads take a fraction of a second.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .idx import read_idx
+from .root import ENV_VAR, data_root, load_cache, save_cache
+from .tensors import Dataset, TensorData, standardise
+
+Loader = Callable[..., Dataset]
+LOADERS: dict[str, Loader] = {}
+
+DEBIAN_ENV_VAR = "CLUTILS_DEBIAN_DATASETS"
+DEBIAN_DATASETS = "/usr/share/datasets"
+DOWNLOAD_TIMEOUT_S = 30.0
+
+
+class UnknownDatasetError(ValueError):
+    pass
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A dataset's files are not on this machine and could not be downloaded."""
+
+    def __init__(self, message: str, dataset: str = "", root: Path | None = None):
+        super().__init__(message)
+        self.dataset = dataset
+        self.root = root
+
+
+def register(name: str) -> Callable[[Loader], Loader]:
+    def decorate(fn: Loader) -> Loader:
+        LOADERS[name] = fn
+        return fn
+
+    return decorate
+
+
+def dataset_names() -> list[str]:
+    return sorted(LOADERS)
+
+
+def load_dataset(
+    name: str, root: str | Path | None = None, download: bool | None = None, **options
+) -> Dataset:
+    """Load dataset ``name`` into tensors (see ``dataset_names()`` for the choices).
+
+    ``download=None`` downloads when the files are absent, ``True`` does the
+    same, ``False`` never touches the network. ``options`` go to the loader
+    (e.g. ``size=32`` for ``core50``).
+    """
+    if name not in LOADERS:
+        raise UnknownDatasetError(
+            f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}"
+        )
+    return LOADERS[name](root=root, download=download, **options)
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def unavailable(
+    name: str, root: Path, searched: str, hints: Sequence[str] = (), cause: BaseException | None = None
+) -> DatasetUnavailableError:
+    """The error for a dataset that is neither on disk nor downloadable, with ways to get it."""
+    lines = [f"Dataset {name!r} is not available: no usable files in {searched} (data root: {root})."]
+    if cause is not None:
+        lines.append(f"The download attempt failed: {type(cause).__name__}: {cause}")
+    lines.append("To get it:")
+    lines += [f"  - {hint}" for hint in hints]
+    lines += [
+        f"  - or set {ENV_VAR} (or pass root=...) to a folder that already holds the data;",
+        "  - or pick a dataset that needs no download, such as 'digits'.",
+    ]
+    return DatasetUnavailableError("\n".join(lines), dataset=name, root=root)
+
+
+@contextmanager
+def socket_timeout(seconds: float = DOWNLOAD_TIMEOUT_S):
+    """Temporarily give every new socket a timeout, so a stalled download fails instead of hanging."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def to_dataset(name: str, arrays: dict, n_classes: int, class_names: Sequence[str],
+               source: str, extra: dict | None = None) -> Dataset:
+    """A Dataset from uint8 ``x_train``/``x_test`` (N x C x H x W) and labels, standardised."""
+    x_train = torch.as_tensor(arrays["x_train"]).float().div_(255)
+    x_test = torch.as_tensor(arrays["x_test"]).float().div_(255)
+    x_train, x_test = standardise(x_train, x_test)
+    return Dataset(
+        name=name,
+        train=TensorData(x_train, torch.as_tensor(arrays["y_train"]).long()),
+        test=TensorData(x_test, torch.as_tensor(arrays["y_test"]).long()),
+        n_classes=n_classes,
+        class_names=tuple(class_names),
+        source=source,
+        extra=dict(extra or {}),
+    )
+
+
+def _decode_one(path: Path, size: int | None) -> np.ndarray:
+    """One image file as an H x W x 3 uint8 array, resized to ``size`` x ``size`` if given."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if size is not None and image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+    except OSError as error:  # PIL.UnidentifiedImageError included
+        raise ValueError(f"cannot read image {path}: {error}") from error
+
+
+def decode_images(paths: Sequence[Path], size: int | None = None, desc: str = "decoding") -> torch.Tensor:
+    """Decode image files into one uint8 N x 3 x H x W tensor (threads, progress bar)."""
+    from tqdm.auto import tqdm
+
+    if not paths:
+        raise ValueError("no image files to decode")
+    first = _decode_one(paths[0], size)
+    out = np.empty((len(paths), *first.shape), dtype=np.uint8)
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(paths), desc=desc, unit="img",
+                                                   disable=len(paths) < 2000) as bar:
+        for i, image in enumerate(pool.map(lambda p: _decode_one(p, size), paths)):
+            if image.shape != first.shape:
+                raise ValueError(f"{paths[i]}: size {image.shape} differs from {first.shape}")
+            out[i] = image
+            bar.update()
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def cached(root: Path, key: str, build: Callable[[], dict]) -> dict:
+    """The decoded arrays for ``key``: from the cache when present, else built and cached."""
+    content = load_cache(root, key)
+    if content is None:
+        content = build()
+        save_cache(root, key, content)
+    return content
+
+
+# ------------------------------------------------------------------ digits
+
+
+@register("digits")
+def load_digits(root=None, download=None) -> Dataset:
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download).
+
+    Split deterministically: every fifth image of each class is a test image.
+    """
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(bunch.target, dtype=torch.int64)
+    is_test = torch.zeros(len(y), dtype=torch.bool)
+    for c in range(10):
+        members = torch.nonzero(y == c).flatten()
+        is_test[members[::5]] = True
+    x_train, x_test = standardise(x[~is_test], x[is_test])
+    return Dataset(
+        name="digits",
+        train=TensorData(x_train, y[~is_test]),
+        test=TensorData(x_test, y[is_test]),
+        n_classes=10,
+        class_names=tuple(str(i) for i in range(10)),
+        source="scikit-learn (bundled)",
+    )
+
+
+# ------------------------------------------------ torchvision's four datasets
+
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+def debian_datasets_dir() -> Path:
+    """Where Debian's dataset-* packages put their files (``$CLUTILS_DEBIAN_DATASETS`` overrides)."""
+    return Path(os.environ.get(DEBIAN_ENV_VAR) or DEBIAN_DATASETS)
+
+
+def _idx_files(folder: Path) -> dict[str, Path] | None:
+    """The four MNIST-format IDX files in ``folder`` (plain preferred over .gz), or None."""
+    found = {}
+    for key, stem in IDX_FILES.items():
+        for candidate in (folder / stem, folder / f"{stem}.gz"):
+            if candidate.is_file():
+                found[key] = candidate
+                break
+        else:
+            return None
+    return found
+
+
+def _read_idx_split(files: dict[str, Path]) -> dict:
+    """Decode the four IDX files into uint8 images (N x 1 x 28 x 28) and int64 labels."""
+    arrays = {key: torch.from_numpy(read_idx(path)) for key, path in files.items()}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dim() != 3 or y.dim() != 1 or len(x) != len(y):
+            raise ValueError(
+                f"{files[f'x_{split}']} and {files[f'y_{split}']} do not form an image/label pair "
+                f"(shapes {tuple(x.shape)} and {tuple(y.shape)})"
+            )
+        arrays[f"x_{split}"] = x.to(torch.uint8).unsqueeze(1).contiguous()
+        arrays[f"y_{split}"] = y.long()
+    return arrays
+
+
+def _read_pickle(path: Path) -> dict:
+    """One of the CIFAR python-version batch files (a pickled dict)."""
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="latin1")
+
+
+def _read_cifar(folder: Path, train: list[str], test: list[str], meta: str,
+                label_key: str, names_key: str) -> dict:
+    """Decode CIFAR's python-version batches into uint8 N x 3 x 32 x 32 tensors."""
+    arrays = {}
+    for split, names in (("train", train), ("test", test)):
+        batches = [_read_pickle(folder / name) for name in names]
+        x = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
+        y = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
+        if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(x) != len(y):
+            raise ValueError(f"{folder}: unexpected CIFAR batch shapes {x.shape} / {y.shape}")
+        arrays[f"x_{split}"] = torch.from_numpy(x.reshape(-1, 3, 32, 32).copy())
+        arrays[f"y_{split}"] = torch.from_numpy(y)
+    arrays["class_names"] = list(_read_pickle(folder / meta)[names_key])
+    return arrays
+
+
+def _cifar_files(folder: Path, names: list[str]) -> bool:
+    """Whether every CIFAR batch file is present in ``folder``."""
+    return all((folder / name).is_file() for name in names)
+
+
+TORCHVISION = {
+    # name: (torchvision class, folder under the root)
+    "mnist": ("MNIST", "MNIST/raw"),
+    "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw"),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py"),
+    "cifar100": ("CIFAR100", "cifar-100-python"),
+}
+CIFAR = {
+    "cifar10": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta",
+                "labels", "label_names"),
+    "cifar100": (["train"], ["test"], "meta", "fine_labels", "fine_label_names"),
+}
+
+
+def _locate(name: str, root: Path) -> tuple[Callable[[], dict], str] | None:
+    """A reader for ``name``'s files and a description of their origin, or None if absent."""
+    folder = root / TORCHVISION[name][1]
+    if name in CIFAR:
+        train, test, meta, label_key, names_key = CIFAR[name]
+        if not _cifar_files(folder, train + test + [meta]):
+            return None
+        return (lambda: _read_cifar(folder, train, test, meta, label_key, names_key),
+                f"torchvision files in {folder}")
+    files = _idx_files(folder)
+    if files is not None:
+        return (lambda: _read_idx_split(files), f"torchvision files in {folder}")
+    if name == "fashion-mnist":
+        debian = debian_datasets_dir() / "fashion-mnist"
+        files = _idx_files(debian)
+        if files is not None:
+            return (lambda: _read_idx_split(files),
+                    f"Debian package dataset-fashion-mnist ({debian})")
+    return None
+
+
+def _torchvision_download(name: str, root: Path) -> None:
+    """Let torchvision download ``name`` into ``root`` (its progress bar, a socket timeout)."""
+    import torchvision.datasets
+
+    cls = getattr(torchvision.datasets, TORCHVISION[name][0])
+    root.mkdir(parents=True, exist_ok=True)
+    with socket_timeout():
+        cls(root=str(root), train=True, download=True)
+
+
+def _hints(name: str, root: Path) -> list[str]:
+    """How a reader can get ``name`` onto this machine."""
+    hints = [f"go online and call load_dataset({name!r}) once: torchvision downloads it into {root};"]
+    if name == "fashion-mnist":
+        hints.append(
+            f"or install Debian's package: sudo apt-get install dataset-fashion-mnist "
+            f"(read from {debian_datasets_dir() / 'fashion-mnist'});"
+        )
+    return hints
+
+
+def _load_torchvision(name: str, root, download: bool | None, n_classes: int,
+                      class_names: Sequence[str] = ()) -> Dataset:
+    """Load one of torchvision's datasets from the cache, the root, Debian or a download."""
+    root = data_root(root)
+    content = load_cache(root, name)
+    if content is None:
+        located = _locate(name, root)
+        if located is None:
+            searched = str(root / TORCHVISION[name][1])
+            if name == "fashion-mnist":
+                searched += f" and {debian_datasets_dir() / 'fashion-mnist'}"
+            if download is False:
+                raise unavailable(name, root, searched, _hints(name, root))
+            try:
+                _torchvision_download(name, root)
+            except Exception as error:  # offline, timeout, HTTP error, bad checksum
+                raise unavailable(name, root, searched, _hints(name, root), cause=error) from error
+            located = _locate(name, root)
+            if located is None:
+                raise unavailable(name, root, searched, _hints(name, root))
+        read, source = located
+        content = read()
+        content["source"] = source
+        save_cache(root, name, content)
+    names = content.get("class_names") or class_names
+    return to_dataset(name, content, n_classes, names, content["source"])
+
+
+@register("mnist")
+def load_mnist(root=None, download=None) -> Dataset:
+    """MNIST handwritten digits (60,000 + 10,000 images, 1 x 28 x 28), via torchvision's files."""
+    return _load_torchvision("mnist", root, download, 10, [str(i) for i in range(10)])
+
+
+@register("fashion-mnist")
+def load_fashion_mnist(root=None, download=None) -> Dataset:
+    """Fashion-MNIST (Xiao et al. 2017): torchvision's files, else Debian's, else a download."""
+    return _load_torchvision("fashion-mnist", root, download, 10, FASHION_CLASSES)
+
+
+@register("cifar10")
+def load_cifar10(root=None, download=None) -> Dataset:
+    """CIFAR-10 (50,000 + 10,000 images, 3 x 32 x 32, 10 classes), via torchvision's files."""
+    return _load_torchvision("cifar10", root, download, 10)
+
+
+@register("cifar100")
+def load_cifar100(root=None, download=None) -> Dataset:
+    """CIFAR-100 (50,000 + 10,000 images, 3 x 32 x 32, 100 fine classes), via torchvision's files."""
+    return _load_torchvision("cifar100", root, download, 100)
+
+
+# ------------------------------------------- datasets with their own modules
+
+
+@register("core50")
+def load_core50(root=None, download=None, **options) -> Dataset:
+    """CORe50 (Lomonaco & Maltoni 2017), 10 categories; see :mod:`clutils.data.core50`."""
+    from .core50 import load_core50 as load
+
+    return load(root=root, download=download, **options)
+
+
+@register("tiny-imagenet")
+def load_tiny_imagenet(root=None, download=None, **options) -> Dataset:
+    """Tiny ImageNet 200 (64 x 64 x 3, 200 classes); see :mod:`clutils.data.tinyimagenet`."""
+    from .tinyimagenet import load_tiny_imagenet as load
+
+    return load(root=root, download=download, **options)

@@ -1,0 +1,55 @@
+"""Profiles and the experiment presets defined once for the CLI and the notebooks.
+
+Every experiment has three profiles:
+
+* ``smoke``: seconds, used by the tests;
+* ``quick``: minutes on a laptop CPU, still showing the paper's effect;
+* ``paper``: the paper's own scale, meant for a GPU.
+
+``get(experiment, profile)`` returns a fresh dict of settings (sizes, epochs,
+hyperparameters); modules in this package define them with ``define``.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+PROFILES = ("smoke", "quick", "paper")
+_PRESETS: dict[str, dict[str, dict[str, Any]]] = {}
+
+
+class UnknownProfileError(ValueError):
+    pass
+
+
+class UnknownExperimentError(ValueError):
+    pass
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise UnknownProfileError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    return profile
+
+
+def define(experiment: str, *, smoke: dict[str, Any], quick: dict[str, Any], paper: dict[str, Any]) -> None:
+    """Register the three profiles of ``experiment`` (each a dict of settings)."""
+    if experiment in _PRESETS:
+        raise ValueError(f"experiment {experiment!r} is defined twice")
+    _PRESETS[experiment] = {"smoke": smoke, "quick": quick, "paper": paper}
+
+
+def experiments() -> list[str]:
+    return sorted(_PRESETS)
+
+
+def get(experiment: str, profile: str) -> dict[str, Any]:
+    """The settings of ``experiment`` under ``profile`` (a copy: change it freely)."""
+    check_profile(profile)
+    if experiment not in _PRESETS:
+        raise UnknownExperimentError(f"unknown experiment {experiment!r}; choose one of: {', '.join(experiments())}")
+    return copy.deepcopy(_PRESETS[experiment][profile])
+
+
+# Importing a module defines its presets.
+from . import benchmarks  # noqa: E402,F401

@@ -1,0 +1,14 @@
+"""Continual-learning strategies, each a small class of training-loop hooks.
+
+``make(name, **hyperparameters)`` builds one; ``strategy_names()`` lists them.
+"""
+from .base import Batch, Strategy, TrainingData, UnknownHyperparameterError
+from .registry import REGISTRY, UnknownStrategyError, make, register, strategy_names
+
+# Importing a module registers the strategies it defines.
+from . import baselines  # noqa: E402,F401  naive, joint, separate
+
+__all__ = [
+    "Batch", "Strategy", "TrainingData", "UnknownHyperparameterError",
+    "REGISTRY", "UnknownStrategyError", "make", "register", "strategy_names",
+]

@@ -1,0 +1,123 @@
+"""The strategy interface: hooks that the one training loop calls.
+
+A strategy changes what is trained on (``training_data``), adds a penalty to
+the task loss (``penalty``), watches gradients and optimiser steps
+(``after_task_backward``, ``after_step``), consolidates after a task
+(``after_task``) and may swap weights for evaluation (``before_eval`` ...).
+Its state (``state_dict``) holds tensors and plain values only, so a run can
+be checkpointed with ``torch.save`` and resumed with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..data.benchmarks import Benchmark, Task
+from ..data.tensors import TensorData
+
+
+class UnknownHyperparameterError(TypeError):
+    pass
+
+
+@dataclass
+class Batch:
+    """One training batch: inputs, targets, the task id(s) and the model's logits."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    task: int | torch.Tensor
+    logits: torch.Tensor
+
+
+@dataclass
+class TrainingData:
+    """What a task is trained on: samples and, if they mix tasks, one task id per sample."""
+
+    data: TensorData
+    task_ids: torch.Tensor | None = None
+
+
+class Strategy:
+    """Base class: naive fine-tuning does nothing beyond the task loss.
+
+    Subclasses declare ``defaults`` (hyperparameter name -> default value from
+    the paper); ``__init__`` accepts only those names.
+    """
+
+    name: ClassVar[str] = "naive"
+    defaults: ClassVar[dict[str, Any]] = {}
+    # True when ``after_task_backward`` must see the gradient of the task loss alone
+    # (the loop then back-propagates the penalty separately).
+    needs_task_gradient: ClassVar[bool] = False
+
+    def __init__(self, **hyperparameters: Any):
+        unknown = sorted(set(hyperparameters) - set(self.defaults))
+        if unknown:
+            valid = ", ".join(sorted(self.defaults)) or "none"
+            raise UnknownHyperparameterError(
+                f"{self.name} has no hyperparameter {', '.join(map(repr, unknown))}; valid: {valid}"
+            )
+        self.hp: dict[str, Any] = {**self.defaults, **hyperparameters}
+        self.benchmark: Benchmark | None = None
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hp.items())
+        return f"{type(self).__name__}({args})"
+
+    # -- hooks, in the order the loop calls them -------------------------------------------
+    def setup(self, model: torch.nn.Module, benchmark: Benchmark) -> None:
+        """Once, before the first task."""
+        self.benchmark = benchmark
+
+    def training_data(self, task: Task) -> TrainingData:
+        """The samples to train ``task`` on (replay and joint training add others)."""
+        return TrainingData(task.train)
+
+    def before_task(self, model: torch.nn.Module, task: Task) -> None:
+        """Before the first step of ``task``."""
+
+    def penalty(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor | None:
+        """Added to the task loss of every step (None: no penalty)."""
+        return None
+
+    def after_task_backward(self, model: torch.nn.Module) -> None:
+        """Gradients now hold d(task loss)/d(theta) only (if ``needs_task_gradient``)."""
+
+    def after_backward(self, model: torch.nn.Module) -> None:
+        """Gradients now hold the gradient of the whole loss."""
+
+    def after_step(self, model: torch.nn.Module) -> None:
+        """Right after the optimiser step."""
+
+    def after_task(self, model: torch.nn.Module, task: Task, data: TrainingData) -> None:
+        """After the last step of ``task`` (consolidation, importance, snapshots)."""
+
+    def before_eval(self, model: torch.nn.Module) -> None:
+        """Before all tasks are evaluated."""
+
+    def before_eval_task(self, model: torch.nn.Module, task: Task) -> None:
+        """Before one task is evaluated."""
+
+    def after_eval(self, model: torch.nn.Module) -> None:
+        """After evaluation; training continues from here."""
+
+    # -- checkpointing -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain values needed to resume (override with the strategy's state)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"{self.name} keeps no state but got {sorted(state)}")
+
+
+def parameters_of(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The trainable parameters by name (the ones a regulariser protects)."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def clone_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in parameters_of(model).items()}

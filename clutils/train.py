@@ -1,0 +1,257 @@
+"""The one training loop behind every experiment of the book.
+
+For each task: the strategy's hooks around training; every step minimises
+``task loss + strategy.penalty``; after the task, every task's test set is
+evaluated (tasks not trained yet too, for forward transfer). Data stays on the
+device and batches are taken by index. With ``run_dir`` the state is
+checkpointed after each task and an interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data.benchmarks import Benchmark, Task
+from .result import Result
+from .strategies.base import Batch, Strategy, TrainingData
+
+OPTIMIZERS = ("adam", "sgd")
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    """How each task is trained (the same for every strategy of a comparison)."""
+
+    epochs: int = 1
+    batch_size: int = 256
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    reset_optimizer: bool = True  # a fresh optimiser state for every task, as in the SI code
+    eval_batch_size: int = 2048
+    seed: int = 0
+    record_confusion: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; asking for CUDA without one is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    return device
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def _task_argument(benchmark: Benchmark, task: Task) -> int | None:
+    return task.index if benchmark.scenario == "task" else None
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, task: int | None, batch_size: int) -> torch.Tensor:
+    """Predicted labels for ``x`` in batches."""
+    return torch.cat([model(x[i:i + batch_size], task).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, benchmark: Benchmark, strategy: Strategy, batch_size: int = 2048,
+             confusion: bool = False) -> tuple[list[float], list[list[int]] | None]:
+    """Accuracy on every task's test set, and optionally the pooled confusion matrix."""
+    was_training = model.training
+    model.eval()
+    strategy.before_eval(model)
+    accuracies = []
+    C = benchmark.n_classes
+    matrix = None
+    for task in benchmark.tasks:
+        strategy.before_eval_task(model, task)
+        pred = predict(model, task.test.x, _task_argument(benchmark, task), batch_size)
+        accuracies.append((pred == task.test.y).float().mean().item())
+        if confusion:
+            true = benchmark.to_dataset_labels(task, task.test.y)
+            guess = benchmark.to_dataset_labels(task, pred)
+            counts = torch.bincount(true * C + guess, minlength=C * C)
+            matrix = counts if matrix is None else matrix + counts
+    strategy.after_eval(model)
+    model.train(was_training)
+    return accuracies, (matrix.reshape(C, C).tolist() if confusion else None)
+
+
+def _shuffle_seed(seed: int, task: int, epoch: int) -> int:
+    return (seed * 1_000_003 + task * 1_009 + epoch) % (2 ** 63)
+
+
+def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: TrainingData,
+               strategy: Strategy, optimizer: torch.optim.Optimizer, config: TrainConfig) -> list[float]:
+    """Train ``task`` for ``config.epochs`` epochs; returns the mean loss of each epoch."""
+    x, y, ids = data.data.x, data.data.y, data.task_ids
+    fixed_task = _task_argument(benchmark, task)
+    n = len(y)
+    steps = math.ceil(n / config.batch_size)
+    losses = []
+    model.train()
+    bar = tqdm(total=config.epochs * steps, disable=not config.progress, leave=False,
+               desc=f"task {task.index + 1}/{len(benchmark)}", unit="step")
+    for epoch in range(config.epochs):
+        generator = torch.Generator().manual_seed(_shuffle_seed(config.seed, task.index, epoch))
+        order = torch.randperm(n, generator=generator).to(y.device)
+        loss_sum = torch.zeros((), device=y.device)
+        correct = torch.zeros((), device=y.device, dtype=torch.int64)
+        for start in range(0, n, config.batch_size):
+            index = order[start:start + config.batch_size]
+            xb, yb = x[index], y[index]
+            tb = ids[index] if ids is not None and fixed_task is not None else fixed_task
+            logits = model(xb, tb)
+            loss = F.cross_entropy(logits, yb)
+            penalty = strategy.penalty(model, Batch(xb, yb, tb, logits))
+            optimizer.zero_grad(set_to_none=True)
+            if strategy.needs_task_gradient:
+                loss.backward()
+                strategy.after_task_backward(model)
+                if penalty is not None:
+                    penalty.backward()  # accumulates into .grad: the penalty's own graph
+            else:
+                (loss if penalty is None else loss + penalty).backward()
+            strategy.after_backward(model)
+            optimizer.step()
+            strategy.after_step(model)
+            total = loss.detach() if penalty is None else loss.detach() + penalty.detach()
+            loss_sum += total * len(yb)
+            correct += (logits.detach().argmax(1) == yb).sum()
+            bar.update(1)
+        mean_loss = (loss_sum / n).item()
+        if not math.isfinite(mean_loss):
+            bar.close()
+            raise TrainingDivergedError(
+                f"the loss became {mean_loss} in task {task.index + 1}, epoch {epoch + 1} "
+                f"({strategy!r}, {config.optimizer} lr={config.lr}). The likely cause is a "
+                "regularisation strength too large for the learning rate (the penalty's step "
+                "lr * strength * importance overshoots; Maltoni and Lomonaco warn of this for EWC): "
+                "lower the strength or the learning rate."
+            )
+        losses.append(mean_loss)
+        bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{mean_loss:.3f}",
+                        acc=f"{correct.item() / n:.3f}")
+    bar.close()
+    return losses
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fit(model: torch.nn.Module, benchmark: Benchmark, strategy: Strategy, config: TrainConfig | None = None,
+        *, device: str | torch.device = "auto", run_dir: str | Path | None = None,
+        meta: dict[str, Any] | None = None) -> Result:
+    """Train ``model`` on every task of ``benchmark`` in turn with ``strategy``.
+
+    Returns a :class:`Result`; with ``run_dir`` the run checkpoints after each
+    task and, started again with the same arguments, resumes after the last
+    finished task. ``meta`` (e.g. the model's architecture) is stored in the config.
+    """
+    config = config or TrainConfig()
+    device = resolve_device(device)
+    benchmark = benchmark.to(device)
+    model.to(device)
+    torch.manual_seed(config.seed)  # dropout and any other randomness of the steps
+    strategy.setup(model, benchmark)
+    result = Result(
+        config={**asdict(config), "device": str(device), **(meta or {})},
+        benchmark=benchmark.describe(),
+        strategy={"name": strategy.name, "hyperparameters": dict(strategy.hp)},
+    )
+    optimizer = make_optimizer(model, config)
+    checkpoint = Path(run_dir) / CHECKPOINT if run_dir is not None else None
+    fingerprint = _fingerprint({k: v for k, v in result.config.items() if k != "progress"},
+                               result.benchmark, result.strategy)
+    if checkpoint is not None and checkpoint.exists():
+        result = _resume(checkpoint, fingerprint, model, optimizer, strategy, device)
+    else:
+        result.initial_accuracy, _ = evaluate(model, benchmark, strategy, config.eval_batch_size)
+
+    tasks = tqdm(benchmark.tasks[result.tasks_done:], disable=not config.progress,
+                 desc=f"{strategy.name} on {benchmark.name}", unit="task",
+                 initial=result.tasks_done, total=len(benchmark))
+    for task in tasks:
+        started = time.perf_counter()
+        model.prepare_task(task.classes, benchmark.scenario)
+        strategy.before_task(model, task)
+        if config.reset_optimizer and task.index > 0:
+            optimizer = make_optimizer(model, config)
+        data = strategy.training_data(task)
+        result.epoch_losses.append(train_task(model, benchmark, task, data, strategy, optimizer, config))
+        strategy.after_task(model, task, data)
+        trained = time.perf_counter()
+        row, matrix = evaluate(model, benchmark, strategy, config.eval_batch_size, config.record_confusion)
+        result.accuracy_matrix.append(row)
+        if matrix is not None:
+            result.confusion.append(matrix)
+        result.timings["train_seconds"].append(trained - started)
+        result.timings["eval_seconds"].append(time.perf_counter() - trained)
+        tasks.set_postfix(acc=f"{sum(row[: task.index + 1]) / (task.index + 1):.3f}")
+        if checkpoint is not None:
+            _save(checkpoint, fingerprint, model, optimizer, strategy, result)
+    tasks.close()
+    return result
+
+
+def _save(path: Path, fingerprint: str, model, optimizer, strategy: Strategy, result: Result) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "fingerprint": fingerprint,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "strategy": strategy.state_dict(),
+        "result": result.to_dict(),
+        "rng": torch.get_rng_state(),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    result.save(path.parent / "result.json")
+
+
+def _resume(path: Path, fingerprint: str, model, optimizer, strategy: Strategy, device) -> Result:
+    state = torch.load(path, map_location=device, weights_only=True)
+    if state["fingerprint"] != fingerprint:
+        raise ValueError(
+            f"{path} belongs to a run with other settings (benchmark, strategy or training "
+            "config differ); use another run directory or delete it to start afresh"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    strategy.load_state_dict(state["strategy"])
+    torch.set_rng_state(state["rng"].cpu())
+    return Result.from_dict(state["result"])
