@@ -391,6 +391,14 @@ def load_core50(root=None, download=None, **options) -> Dataset:
     return load(root=root, download=download, **options)
 
 
+@register("core50-objects")
+def load_core50_objects(root=None, download=None, **options) -> Dataset:
+    """CORe50 with its 50 objects as the classes (the NC protocol of the paper and AR1)."""
+    from .core50 import load_core50 as load
+
+    return load(root=root, download=download, labels="object", **options)
+
+
 @register("tiny-imagenet")
 def load_tiny_imagenet(root=None, download=None, **options) -> Dataset:
     """Tiny ImageNet 200 (64 x 64 x 3, 200 classes); see :mod:`clutils.data.tinyimagenet`."""
