@@ -32,6 +32,10 @@ class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+class CheckpointMismatchError(ValueError):
+    """``run_dir`` holds the checkpoint of a run with other settings."""
+
+
 @dataclass
 class TrainConfig:
     """How each task is trained (the same for every strategy of a comparison)."""
@@ -246,7 +250,7 @@ def _save(path: Path, fingerprint: str, model, optimizer, strategy: Strategy, re
 def _resume(path: Path, fingerprint: str, model, optimizer, strategy: Strategy, device) -> Result:
     state = torch.load(path, map_location=device, weights_only=True)
     if state["fingerprint"] != fingerprint:
-        raise ValueError(
+        raise CheckpointMismatchError(
             f"{path} belongs to a run with other settings (benchmark, strategy or training "
             "config differ); use another run directory or delete it to start afresh"
         )

@@ -34,7 +34,7 @@ FILES = (
     ("labels.pkl", SITE + "labels.pkl", "281c95774306a2196f4505f22fd60ab1"),
 )
 IMAGES_DIR = "core50_128x128"
-DONE_MARKER = ".clutils-extracted"
+UNPACKING = ".clutils-unpacking"  # present only while the zip is being unpacked
 TRAIN_SESSIONS = (1, 2, 4, 5, 6, 8, 9, 11)
 TEST_SESSIONS = (3, 7, 10)
 N_OBJECTS = 50
@@ -59,12 +59,14 @@ def download_core50(root: str | os.PathLike | None = None, progress: bool = True
     """Download (resumably, checksummed) and unpack CORe50's 128x128 images and metadata."""
     folder = core50_dir(root)
     for name, url, md5 in FILES:
-        if name.endswith(".zip") and (folder / DONE_MARKER).is_file():
+        unpacked = (folder / IMAGES_DIR).is_dir() and not (folder / UNPACKING).exists()
+        if name.endswith(".zip") and unpacked:
             continue
         path = download_file(url, folder / name, md5=md5, progress=progress)
         if name.endswith(".zip"):
+            (folder / UNPACKING).touch()
             extract_archive(path, folder, remove=not keep_archive)
-            (folder / DONE_MARKER).write_text(f"{name} extracted\n")
+            (folder / UNPACKING).unlink()
     return folder
 
 
@@ -102,7 +104,9 @@ def _decode_split(images: Path, sessions, size, max_per_object) -> dict:
 def _ensure_images(root: Path, download: bool | None) -> Path:
     """The unpacked image folder, downloading it when absent and allowed."""
     images = core50_dir(root) / IMAGES_DIR
-    if images.is_dir():
+    folder = core50_dir(root)
+    interrupted = (folder / UNPACKING).exists()
+    if images.is_dir() and (download is False or not interrupted):
         return images
     hints = [f"go online and call clutils.data.core50.download_core50() once "
              f"(about 6 GB, into {core50_dir(root)});",
@@ -120,7 +124,8 @@ def load_core50(root=None, download: bool | None = None, size: int | None = 32,
                 max_per_object: int | None = None, labels: str = "category"):
     """CORe50 as tensors: train sessions 1,2,4,5,6,8,9,11, test sessions 3,7,10.
 
-    ``size`` downscales the 128x128 images (None keeps them); ``max_per_object``
+    ``size`` downscales the 128x128 images (None keeps them: about 32 GB as float32);
+    ``max_per_object``
     caps the images per object in each split; ``labels`` is "category" (10
     classes) or "object" (50 classes). ``extra`` holds every image's object and session.
     """

@@ -95,7 +95,7 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> None:
         total = offset + int(length) if length is not None else None
         bar = tqdm(
             total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=part.name[: -len(".part")], disable=not progress, leave=False,
+            desc=part.name[: -len(".part")], disable=not progress,
         )
         with bar, open(part, "ab" if resumed else "wb") as out:
             for block in iter(lambda: response.read(CHUNK), b""):

@@ -34,7 +34,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "icifar100": BenchmarkSpec("split", "cifar100", 10, "class",
                                "CIFAR-100 in 10 batches of 10 classes, one head (AR1 section 4.3)",
                                shuffle_classes=True),
-    "core50-nc": BenchmarkSpec("split", "core50", 9, "class",
+    "core50-nc": BenchmarkSpec("split", "core50-objects", 9, "class",
                                "CORe50 NC: its 50 objects as classes, 10 in the first batch then 5 per batch (AR1)",
                                first=10, shuffle_classes=True),
 }

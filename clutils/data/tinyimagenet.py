@@ -21,6 +21,7 @@ from .root import data_root
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 FOLDER = "tiny-imagenet-200"
+UNPACKING = ".clutils-unpacking-tiny-imagenet"  # present only while unpacking
 
 
 def tiny_imagenet_dir(root: str | os.PathLike | None = None) -> Path:
@@ -33,7 +34,9 @@ def download_tiny_imagenet(root: str | os.PathLike | None = None, progress: bool
     """Download (resumably, checksummed) and unpack Tiny ImageNet 200 under the data root."""
     base = data_root(root)
     archive = download_file(URL, base / "tiny-imagenet-200.zip", md5=MD5, progress=progress)
+    (base / UNPACKING).touch()
     extract_archive(archive, base, remove=not keep_archive)
+    (base / UNPACKING).unlink()
     return base / FOLDER
 
 
@@ -86,7 +89,8 @@ def load_tiny_imagenet(root=None, download: bool | None = None, size: int | None
     """
     root = data_root(root)
     folder = root / FOLDER
-    if not (folder / "wnids.txt").is_file():
+    interrupted = (root / UNPACKING).exists()
+    if not (folder / "wnids.txt").is_file() or (interrupted and download is not False):
         hints = [f"go online and call clutils.data.tinyimagenet.download_tiny_imagenet() once "
                  f"(about 240 MB, into {root});",
                  f"or unpack {URL} into {root};"]

@@ -1,0 +1,434 @@
+"""The command line: ``python -m clutils run ...`` and ``python -m clutils list``.
+
+``run`` trains one strategy on one benchmark with the settings of a profile
+(:mod:`clutils.presets`), overridden by flags, shows progress bars and ends
+with the accuracy matrix and the metrics; ``--json`` saves the whole
+:class:`~clutils.result.Result`. ``list`` shows every benchmark, dataset,
+strategy (with its hyperparameters) and profile.
+
+Every bad argument ends in a usage message that names the valid values and
+exit status 2, before any data is loaded or any step is trained.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from typing import Any, Sequence
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # data unavailable, training diverged
+EXIT_USAGE = 2  # bad arguments (argparse's own status)
+EXIT_INTERRUPTED = 130
+
+PROFILE_HELP = {
+    "smoke": "seconds: a few samples per class, tiny network (used by the tests)",
+    "quick": "minutes on a laptop CPU, still showing the paper's effect",
+    "paper": "the paper's own scale (all samples, paper's network and epochs): meant for a GPU",
+}
+
+# Number of classes of the datasets, known without loading them, so that an impossible
+# ``--tasks`` is refused before a large download. A dataset missing here is checked after loading.
+DATASET_CLASSES = {
+    "digits": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10, "cifar100": 100,
+    "core50": 10, "core50-objects": 50, "tiny-imagenet": 200,
+}
+
+# Used when a benchmark has no preset of its own.
+GENERIC_PRESET = {
+    "smoke": {"tasks": None, "epochs": 1, "batch_size": 256, "lr": 1e-3, "optimizer": "adam", "arch": "mlp",
+              "hidden": [64], "train_per_class": 50, "test_per_class": 20},
+    "quick": {"tasks": None, "epochs": 2, "batch_size": 256, "lr": 1e-3, "optimizer": "adam", "arch": "mlp",
+              "hidden": [256, 256], "train_per_class": 1000, "test_per_class": 300},
+    "paper": {"tasks": None, "epochs": 10, "batch_size": 256, "lr": 1e-3, "optimizer": "adam", "arch": "mlp",
+              "hidden": [2000, 2000], "train_per_class": None, "test_per_class": None},
+}
+
+EPILOG = """\
+exit status: 0 done; 1 the run failed (a dataset is not on this machine and cannot be
+downloaded, or training diverged); 2 bad arguments (the message names the valid values);
+130 interrupted (rerun with the same --run-dir to resume).
+"""
+
+
+# ------------------------------------------------------------------ argument types
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (1 or more), got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def layer_sizes(text: str) -> list[int]:
+    """``256,256`` -> [256, 256]."""
+    try:
+        sizes = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer widths such as 256,256, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive layer widths such as 256,256, got {text!r}")
+    return sizes
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: int, float, bool, None, a Python literal (list, tuple), else the string."""
+    lowered = text.strip().lower()
+    if lowered in ("none", "null"):
+        return None
+    if lowered in ("true", "yes", "on"):
+        return True
+    if lowered in ("false", "no", "off"):
+        return False
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_assignments(items: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            parser.error(f"--set expects name=value (e.g. --set c=0.1), got {item!r}")
+        out[name] = parse_value(value)
+    return out
+
+
+# ------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m clutils",
+        description="Continual-learning experiments of the book from the command line.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="{run,list}")
+    commands.required = True
+
+    commands.add_parser("list", help="list benchmarks, datasets, strategies and profiles",
+                        description="List benchmarks, datasets, strategies (with hyperparameters) and profiles.")
+
+    run = commands.add_parser(
+        "run", help="train a strategy on a benchmark and print the accuracy matrix and metrics",
+        description="Train a strategy on a benchmark with a profile's settings (overridden by the "
+                    "flags), then print the accuracy matrix R (rows: after training task i, columns: "
+                    "test accuracy on task j, in %%) and ACC, BWT, FWT and forgetting. "
+                    "See `python -m clutils list` for the valid names.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--benchmark", required=True, help="benchmark name, e.g. permuted-mnist or split-mnist")
+    run.add_argument("--strategy", default="naive", help="strategy name (default: naive)")
+    run.add_argument("--profile", default="quick", help="smoke, quick or paper (default: quick)")
+    run.add_argument("--dataset", help="replace the benchmark's dataset (e.g. fashion-mnist, digits)")
+    run.add_argument("--scenario", help="task, domain or class (default: the benchmark's)")
+    run.add_argument("--tasks", type=positive_int, help="number of tasks (default: the profile's)")
+    run.add_argument("--epochs", type=positive_int, help="epochs per task")
+    run.add_argument("--batch-size", type=positive_int, help="training batch size")
+    run.add_argument("--lr", type=positive_float, help="learning rate")
+    run.add_argument("--optimizer", help="adam or sgd")
+    run.add_argument("--arch", help="mlp or cifarnet")
+    run.add_argument("--hidden", type=layer_sizes, help="MLP hidden widths, e.g. 256,256")
+    run.add_argument("--train-per-class", type=positive_int, help="training samples per class")
+    run.add_argument("--test-per-class", type=positive_int, help="test samples per class")
+    run.add_argument("--all-samples", action="store_true", help="use every sample (ignore the profile's subsets)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the data order, subsets and weights (default: 0)")
+    run.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    run.add_argument("--set", dest="assignments", action="append", default=[], metavar="NAME=VALUE",
+                     help="a strategy hyperparameter, e.g. --set c=0.1 (repeatable)")
+    run.add_argument("--confusion", action="store_true", help="record a confusion matrix after each task")
+    run.add_argument("--json", metavar="PATH", help="save the result (config, accuracy_matrix, metrics) as JSON")
+    run.add_argument("--run-dir", metavar="DIR", help="checkpoint after each task; rerun to resume")
+    run.add_argument("--root", metavar="DIR", help="data root (default: $CLUTILS_DATA or ~/.cache/clutils)")
+    run.add_argument("--offline", action="store_true", help="never download; fail if the data is absent")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(subparser=run)  # so that errors print the usage of `run`
+    return parser
+
+
+# ------------------------------------------------------------------------- list
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0].strip() if (text or "").strip() else ""
+
+
+def _preset_summary(preset: dict[str, Any]) -> str:
+    arch = preset.get("arch", "mlp")
+    if arch == "mlp" and preset.get("hidden"):
+        arch += " " + "x".join(str(h) for h in preset["hidden"])
+    per_class = preset.get("train_per_class")
+    samples = "all samples" if per_class is None else f"{per_class}/{preset.get('test_per_class')} per class"
+    tasks = preset.get("tasks")
+    epochs = preset.get("epochs")
+    return (f"{tasks if tasks is not None else 'default'} tasks x {epochs} epoch{'' if epochs == 1 else 's'}, {arch}, "
+            f"{preset.get('optimizer')} lr={preset.get('lr')}, batch {preset.get('batch_size')}, {samples}")
+
+
+def list_everything(out=None) -> None:
+    from . import presets
+    from .data.datasets import LOADERS, dataset_names
+    from .data.named import BENCHMARKS, benchmark_names
+    from .strategies import REGISTRY, strategy_names
+
+    out = out or sys.stdout
+    width = max(len(n) for n in [*benchmark_names(), *dataset_names(), *strategy_names(), *presets.PROFILES])
+
+    def line(name: str, text: str) -> None:
+        print(f"  {name:<{width}}  {text}", file=out)
+
+    print("Benchmarks (--benchmark):", file=out)
+    for name in benchmark_names():
+        spec = BENCHMARKS[name]
+        line(name, f"{spec.description}  [{spec.n_tasks} tasks, {spec.scenario}-incremental, dataset {spec.dataset}]")
+    print("\nDatasets (--dataset; replace a benchmark's own):", file=out)
+    for name in dataset_names():
+        line(name, _first_line(LOADERS[name].__doc__))
+    print("\nStrategies (--strategy; hyperparameters with --set name=value):", file=out)
+    for name in strategy_names():
+        cls = REGISTRY[name]
+        hps = ", ".join(f"{k}={v!r}" for k, v in cls.defaults.items()) or "no hyperparameters"
+        line(name, f"{_first_line(cls.__doc__)}  [{hps}]")
+    print("\nProfiles (--profile):", file=out)
+    for profile in presets.PROFILES:
+        line(profile, PROFILE_HELP.get(profile, ""))
+    print("\nProfile settings per benchmark (override with --tasks, --epochs, --batch-size, --lr, ...):", file=out)
+    for name in benchmark_names():
+        print(f"  {name}", file=out)
+        for profile in presets.PROFILES:
+            print(f"    {profile:<6} {_preset_summary(_preset(name, profile))}", file=out)
+
+
+# ------------------------------------------------------------------------- run
+
+
+def _preset(benchmark: str, profile: str) -> dict[str, Any]:
+    from . import presets
+
+    try:
+        return presets.get(benchmark, profile)
+    except presets.UnknownExperimentError:
+        return dict(GENERIC_PRESET[profile])
+
+
+def _valid_task_counts(benchmark: str, dataset: str | None, n_classes: int) -> list[int] | None:
+    """The task counts ``benchmark`` can make from ``n_classes`` classes (None: any)."""
+    from .data.benchmarks import class_groups
+    from .data.named import BENCHMARKS
+
+    spec = BENCHMARKS[benchmark]
+    if spec.kind == "permuted":
+        return None
+    if spec.kind == "split-cifar10-100":
+        return list(range(1, 12))
+    first = spec.first if dataset is None else None
+    valid = []
+    for n in range(1, n_classes + 1):
+        try:
+            class_groups(n_classes, n, None, first=first)
+        except ValueError:
+            continue
+        valid.append(n)
+    return valid
+
+
+def _check_tasks(parser, benchmark: str, dataset: str | None, n_tasks: int, n_classes: int) -> None:
+    valid = _valid_task_counts(benchmark, dataset, n_classes)
+    if valid is not None and n_tasks not in valid:
+        source = dataset or "its dataset"
+        parser.error(f"--tasks {n_tasks}: {benchmark} on {source} ({n_classes} classes) can make "
+                     f"{', '.join(map(str, valid))} tasks (classes split into equal groups)")
+
+
+def _settings(args, parser) -> dict[str, Any]:
+    """Validate every name and number; the profile's settings overridden by the flags."""
+    from . import presets
+    from .data.benchmarks import SCENARIOS
+    from .data.datasets import dataset_names
+    from .data.named import BENCHMARKS, benchmark_names
+    from .models import ARCHITECTURES
+    from .strategies import make, strategy_names
+    from .train import OPTIMIZERS, resolve_device
+
+    if args.benchmark not in BENCHMARKS:
+        parser.error(f"unknown benchmark {args.benchmark!r}; choose one of: {', '.join(benchmark_names())}")
+    if args.profile not in presets.PROFILES:
+        parser.error(f"unknown profile {args.profile!r}; choose one of: {', '.join(presets.PROFILES)}")
+    if args.dataset is not None and args.dataset not in dataset_names():
+        parser.error(f"unknown dataset {args.dataset!r}; choose one of: {', '.join(dataset_names())}")
+    if args.strategy not in strategy_names():
+        parser.error(f"unknown strategy {args.strategy!r}; choose one of: {', '.join(strategy_names())}")
+    if args.scenario is not None and args.scenario not in SCENARIOS:
+        parser.error(f"unknown scenario {args.scenario!r}; choose one of: {', '.join(SCENARIOS)}")
+    spec = BENCHMARKS[args.benchmark]
+    if args.scenario not in (None, "domain") and spec.kind == "permuted":
+        parser.error(f"{args.benchmark} is domain-incremental only; --scenario must be domain (or left out)")
+    if args.dataset is not None and spec.kind == "split-cifar10-100":
+        parser.error(f"{args.benchmark} is built from cifar10 and cifar100; it takes no --dataset")
+
+    hyperparameters = parse_assignments(args.assignments, parser)
+    try:
+        strategy = make(args.strategy, **hyperparameters)
+    except (TypeError, ValueError) as error:  # UnknownHyperparameterError is a TypeError
+        parser.error(str(error))
+
+    try:
+        device = resolve_device(args.device)
+    except (RuntimeError, ValueError) as error:
+        parser.error(f"--device {args.device}: {error} (choose one of: auto, cpu, cuda, cuda:N)")
+
+    preset = _preset(args.benchmark, args.profile)
+    settings = {
+        "tasks": args.tasks or preset.get("tasks") or spec.n_tasks,
+        "epochs": args.epochs or preset["epochs"],
+        "batch_size": args.batch_size or preset["batch_size"],
+        "lr": args.lr or preset["lr"],
+        "optimizer": args.optimizer or preset.get("optimizer", "adam"),
+        "arch": args.arch or preset.get("arch", "mlp"),
+        "hidden": args.hidden or preset.get("hidden"),
+        "train_per_class": args.train_per_class or (None if args.all_samples else preset.get("train_per_class")),
+        "test_per_class": args.test_per_class or (None if args.all_samples else preset.get("test_per_class")),
+    }
+    if settings["optimizer"] not in OPTIMIZERS:
+        parser.error(f"unknown optimizer {settings['optimizer']!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    if settings["arch"] not in ARCHITECTURES:
+        parser.error(f"unknown architecture {settings['arch']!r}; choose one of: {', '.join(ARCHITECTURES)}")
+    dataset = args.dataset if args.dataset is not None else spec.dataset
+    n_classes = DATASET_CLASSES.get(dataset)
+    if n_classes is not None:
+        _check_tasks(parser, args.benchmark, args.dataset, settings["tasks"], n_classes)
+    return {**settings, "strategy": strategy, "hyperparameters": hyperparameters, "device": device,
+            "dataset_name": dataset}
+
+
+def _format_report(result, title: str) -> str:
+    R = result.accuracy_matrix
+    T = len(R)
+    n_cols = len(R[0]) if R else 0
+    label_width = len(f"after T{T}")
+    lines = [title, "", "Accuracy matrix R (%): row i = after training task i, column j = test accuracy on task j"]
+    lines.append(" " * label_width + "".join(f"{'T' + str(j + 1):>8}" for j in range(n_cols)))
+    for i, row in enumerate(R):
+        lines.append(f"{'after T' + str(i + 1):<{label_width}}" + "".join(f"{100 * a:>8.2f}" for a in row))
+    metrics = result.metrics()
+    names = [
+        ("acc", "ACC", "average accuracy over all tasks after the last one"),
+        ("bwt", "BWT", "backward transfer (negative: forgetting)"),
+        ("fwt", "FWT", "forward transfer (vs. the untrained model)"),
+        ("forgetting", "Forgetting", "average drop from each task's best accuracy"),
+    ]
+    lines.append("")
+    for key, name, text in names:
+        value = metrics.get(key)
+        shown = "   n/a" if value is None else f"{100 * value:+7.2f} %" if key in ("bwt", "fwt") else f"{100 * value:7.2f} %"
+        lines.append(f"{name:<11}{shown}   {text}")
+    return "\n".join(lines)
+
+
+def run(args, parser) -> int:
+    settings = _settings(args, parser)
+
+    from .data.named import make_benchmark
+    from .models import build_model
+    from .train import CheckpointMismatchError, TrainConfig, TrainingDivergedError, fit
+
+    try:
+        from .data.datasets import DatasetUnavailableError as DataError
+    except ImportError:  # pragma: no cover - older dataset layer
+        DataError = RuntimeError
+
+    progress = not args.no_progress
+    if progress:
+        print(f"loading {settings['dataset_name']} for {args.benchmark} ...", file=sys.stderr, flush=True)
+    try:
+        benchmark = make_benchmark(
+            args.benchmark, n_tasks=settings["tasks"], dataset=args.dataset, scenario=args.scenario,
+            seed=args.seed, train_per_class=settings["train_per_class"],
+            test_per_class=settings["test_per_class"], root=args.root,
+            download=False if args.offline else None,
+        )
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as error:  # impossible task counts or sizes for a dataset not in DATASET_CLASSES
+        parser.error(str(error))
+    except RuntimeError as error:  # any other data-loading failure, without a traceback
+        print(f"error: could not load the data: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+    try:
+        model = build_model(benchmark, arch=settings["arch"],
+                            **({"hidden": tuple(settings["hidden"])} if settings["hidden"] else {}),
+                            seed=args.seed)
+    except (ValueError, RuntimeError) as error:
+        parser.error(f"cannot build a {settings['arch']} for inputs of shape {benchmark.input_shape}: {error}"
+                     f" (try --arch mlp)")
+
+    config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
+                         optimizer=settings["optimizer"], seed=args.seed, record_confusion=args.confusion,
+                         progress=progress)
+    meta = {
+        "benchmark_name": args.benchmark, "dataset": settings["dataset_name"], "profile": args.profile,
+        "tasks": settings["tasks"], "arch": settings["arch"], "hidden": settings["hidden"],
+        "train_per_class": settings["train_per_class"], "test_per_class": settings["test_per_class"],
+    }
+    try:
+        result = fit(model, benchmark, settings["strategy"], config, device=settings["device"],
+                     run_dir=args.run_dir, meta=meta)
+    except CheckpointMismatchError as error:
+        parser.error(f"--run-dir {args.run_dir}: {error}")
+    except TrainingDivergedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        hint = (f"; run the same command again to resume from the last finished task in {args.run_dir}"
+                if args.run_dir else "; pass --run-dir DIR to be able to resume")
+        print(f"\ninterrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+    hps = ", ".join(f"{k}={v!r}" for k, v in settings["strategy"].hp.items())
+    arch = settings["arch"] + (f" {settings['hidden']}" if settings["arch"] == "mlp" and settings["hidden"] else "")
+    title = (f"{args.strategy}{f' ({hps})' if hps else ''} on {benchmark.name}, {benchmark.scenario}-incremental, "
+             f"profile {args.profile}: {len(benchmark)} tasks x {config.epochs} epoch{'' if config.epochs == 1 else 's'}, {arch}, "
+             f"{config.optimizer} lr={config.lr}, batch {config.batch_size}, seed {config.seed}, "
+             f"device {settings['device']}")
+    print(_format_report(result, title))
+    if args.json:
+        path = result.save(args.json)
+        print(f"\nresult saved to {path}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        list_everything()
+        return EXIT_OK
+    return run(args, args.subparser)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""Figures shared by the chapters, drawn from :class:`~clutils.result.Result` objects.
+
+Every function takes an optional matplotlib ``ax`` (or returns a new figure)
+and colours strategies with :func:`clutils.style.strategy_color`, so a
+strategy has the same colour in every chapter.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+
+from .metrics import average_accuracy_curve
+from .result import Result
+from .style import strategy_color
+
+
+def _axes(ax, figsize=(6, 4)):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+    return ax.figure, ax
+
+
+def accuracy_heatmap(result: Result | np.ndarray, ax=None, title: str | None = None, cbar: bool = True):
+    """``R[i, j]`` in percent: rows are the task just trained, columns the task tested."""
+    R = result.R if isinstance(result, Result) else np.asarray(result)
+    fig, ax = _axes(ax, (1.0 + 0.55 * R.shape[1], 0.8 + 0.5 * R.shape[0]))
+    labels_x = [str(j + 1) for j in range(R.shape[1])]
+    labels_y = [str(i + 1) for i in range(R.shape[0])]
+    sns.heatmap(100 * R, ax=ax, vmin=0, vmax=100, cmap="viridis", annot=R.shape[1] <= 12, fmt=".0f",
+                xticklabels=labels_x, yticklabels=labels_y, cbar=cbar,
+                cbar_kws={"label": "test accuracy (%)"} if cbar else None)
+    ax.set_xlabel("evaluated on task")
+    ax.set_ylabel("after training task")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def average_accuracy_curves(results: Mapping[str, Result | Sequence[Result]], ax=None, spread: bool = True,
+                            title: str | None = None):
+    """Mean accuracy over the tasks seen so far, as tasks are added (ALASSO Fig. 5).
+
+    A value of ``results`` may be a list of runs (e.g. class orders): the line is
+    their mean and the band their standard deviation. With a single run and
+    ``spread``, the band is the standard deviation across the tasks seen so far.
+    """
+    fig, ax = _axes(ax)
+    for name, runs in results.items():
+        runs = [runs] if isinstance(runs, Result) else list(runs)
+        curves = np.array([average_accuracy_curve(r.R[:, : len(r.R)]) for r in runs])
+        mean = 100 * curves.mean(0)
+        if len(runs) > 1:
+            band = 100 * curves.std(0)
+        else:
+            R = runs[0].R
+            band = 100 * np.array([R[i, : i + 1].std() for i in range(len(R))])
+        x = np.arange(1, len(mean) + 1)
+        color = strategy_color(name)
+        ax.plot(x, mean, marker="o", ms=3, color=color, label=name)
+        if spread:
+            ax.fill_between(x, mean - band, mean + band, color=color, alpha=0.12, linewidth=0)
+    ax.set_xlabel("number of tasks learned")
+    ax.set_ylabel("average accuracy on tasks so far (%)")
+    ax.set_xticks(np.arange(1, len(mean) + 1))
+    ax.legend(loc="lower left", fontsize="small", ncol=2)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def task_accuracy_over_time(results: Mapping[str, Result], tasks: Sequence[int] = (0,), ax=None,
+                            title: str | None = None):
+    """Accuracy on selected tasks after each training task (ALASSO Fig. 4).
+
+    Line style tells the task apart, colour the strategy.
+    """
+    fig, ax = _axes(ax)
+    styles = ["-", "--", ":", "-."]
+    for name, result in results.items():
+        R = result.R
+        for k, j in enumerate(tasks):
+            x = np.arange(j + 1, len(R) + 1)
+            ax.plot(x, 100 * R[j:, j], styles[k % len(styles)], color=strategy_color(name),
+                    label=f"{name}, task {j + 1}")
+    ax.set_xlabel("after training task")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize="small", ncol=2)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def per_task_curves(result: Result, ax=None, title: str | None = None):
+    """One line per task: its accuracy after each training step, from the step it is learned."""
+    fig, ax = _axes(ax)
+    R = result.R
+    colors = sns.color_palette("viridis", R.shape[1])
+    for j in range(R.shape[1]):
+        x = np.arange(j + 1, len(R) + 1)
+        ax.plot(x, 100 * R[j:, j], marker="o", ms=3, color=colors[j], label=f"task {j + 1}")
+    ax.set_xlabel("after training task")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 102)
+    ax.set_xticks(np.arange(1, len(R) + 1))
+    ax.legend(fontsize="small", ncol=2)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def confusion_grid(matrices: Sequence[np.ndarray] | Result, class_names: Sequence[str] | None = None,
+                   ncols: int = 5, normalise: bool = True, titles: Sequence[str] | None = None,
+                   suptitle: str | None = None, size: float = 2.2):
+    """A grid of confusion matrices, one per training step (AR1 Figs. 10-12).
+
+    Rows are true classes, columns predicted ones; with ``normalise`` each row
+    sums to one, so a column band shows where predictions go.
+    """
+    mats = matrices.confusion_matrices() if isinstance(matrices, Result) else np.asarray(matrices)
+    if len(mats) == 0:
+        raise ValueError("no confusion matrices: train with TrainConfig(record_confusion=True)")
+    n = len(mats)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k >= n:
+            ax.axis("off")
+            continue
+        m = mats[k].astype(float)
+        if normalise:
+            m = m / np.clip(m.sum(1, keepdims=True), 1, None)
+        sns.heatmap(m, ax=ax, cmap="magma", vmin=0, vmax=1 if normalise else None, cbar=False,
+                    square=True, xticklabels=False, yticklabels=False)
+        ax.set_title(titles[k] if titles else f"after batch {k + 1}", fontsize="small")
+        if k % ncols == 0:
+            ax.set_ylabel("true class")
+        if k >= n - ncols:
+            ax.set_xlabel("predicted class")
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def final_accuracy_bars(results: Mapping[str, Result], ax=None, title: str | None = None):
+    """Average accuracy over all tasks after the last one, one bar per strategy."""
+    fig, ax = _axes(ax)
+    names = list(results)
+    values = [100 * results[n].metrics()["acc"] for n in names]
+    ax.bar(names, values, color=[strategy_color(n) for n in names])
+    for i, v in enumerate(values):
+        ax.text(i, v + 1, f"{v:.1f}", ha="center", fontsize="small")
+    ax.set_ylabel("final average accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.tick_params(axis="x", rotation=30)
+    if title:
+        ax.set_title(title)
+    return fig
