@@ -1,0 +1,635 @@
+#!/usr/bin/env python
+"""Build the book: execute every notebook with papermill, then ``jupyter-book build``.
+
+    python tools/build_book.py --profile quick --device auto --dataset fashion-mnist
+
+Stages (each one timed and printed):
+
+1. **assets**: MathJax, require.js and the ipywidgets embed manager from the npm
+   registry (``tools/npm_assets.py``), so the HTML renders with no network.
+2. **notebooks**: every ``notebooks/*.ipynb`` is executed by papermill with the
+   parameters ``profile``, ``device``, ``seed`` and ``dataset`` into
+   ``_build/executed/<run>/`` (the sources stay clean). An executed copy is
+   re-used while its key (the notebook's code cells, the parameters, every file
+   of ``clutils`` and the versions of the packages that run it) is unchanged; an
+   edit of markdown cells only is merged into the cached copy without
+   re-running it. A failing notebook fails the build with its name and the
+   cell's error (every notebook is still tried, so all failures show at once).
+3. **stage**: ``_config.yml``, ``_toc.yml`` (entries whose file does not exist
+   yet are dropped, notebooks no entry matches are appended), ``book/``, the
+   executed notebooks and the assets are synced into ``_build/src`` (files whose
+   content is unchanged keep their mtime, so Sphinx rebuilds only what changed).
+4. **scorecard**: the claims every notebook recorded (``clutils.scorecard``)
+   are rendered into the scorecard page.
+5. **html**: ``jupyter-book build _build/src`` with execution off, into
+   ``_build/html`` (log in ``_build/logs/jupyter-book.log``).
+6. **claims**: a core claim that did not reproduce in the quick or paper
+   profile fails the build, naming the claim.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT))
+
+import npm_assets  # noqa: E402
+
+#: Bump to invalidate every cached executed notebook.
+CACHE_FORMAT = "1"
+PROFILES = ("smoke", "quick", "paper")
+DEVICES = ("auto", "cpu", "cuda")
+#: Packages whose version changes what a notebook computes or shows.
+RUNTIME_PACKAGES = (
+    "torch", "torchvision", "numpy", "pandas", "matplotlib", "seaborn", "scikit-learn",
+    "ipywidgets", "ipykernel", "papermill", "nbclient",
+)
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class BuildError(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    profile: str = "quick"
+    device: str = "auto"
+    dataset: str | None = None
+    seed: int = 0
+
+    @property
+    def tag(self) -> str:
+        data = self.dataset or "paper-datasets"
+        return f"{self.profile}-{self.device}-{data}-seed{self.seed}"
+
+    def parameters(self) -> dict:
+        return {"profile": self.profile, "device": self.device, "seed": self.seed, "dataset": self.dataset}
+
+
+@dataclasses.dataclass
+class Paths:
+    root: Path = ROOT
+    build: Path = ROOT / "_build"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.root / "notebooks"
+
+    @property
+    def src(self) -> Path:
+        return self.build / "src"
+
+    @property
+    def html(self) -> Path:
+        return self.build / "html"
+
+    def executed(self, run: Run) -> Path:
+        return self.build / "executed" / run.tag
+
+    @property
+    def logs(self) -> Path:
+        return self.build / "logs"
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, float, str]] = []
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        print(f"\n== {name} ==", flush=True)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - start
+            self.rows.append((name, seconds, ""))
+            print(f"== {name}: {seconds:.1f} s", flush=True)
+
+    def report(self, notebooks: list["NotebookResult"], total: float) -> str:
+        lines = ["", "== Timings =="]
+        for name, seconds, _ in self.rows:
+            lines.append(f"  {name:<28} {seconds:8.1f} s")
+            if name == "notebooks":
+                for nb in notebooks:
+                    lines.append(f"    {nb.name:<26} {nb.seconds:8.1f} s  {nb.status}")
+        lines.append(f"  {'total':<28} {total:8.1f} s")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- cache keys
+
+
+def _sha(*chunks: bytes) -> str:
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(len(chunk).to_bytes(8, "little"))
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def clutils_digest(root: Path = ROOT) -> str:
+    """One hash over every file of the ``clutils`` package (code and data files)."""
+    chunks = []
+    package = root / "clutils"
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix not in {".pyc", ".pyo"}:
+            chunks += [path.relative_to(root).as_posix().encode(), path.read_bytes()]
+    return _sha(*chunks)
+
+
+def runtime_digest() -> str:
+    versions = []
+    for name in RUNTIME_PACKAGES:
+        try:
+            versions.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} missing")
+    versions.append(f"python {sys.version_info[:3]}")
+    return _sha(*(v.encode() for v in versions))
+
+
+def read_notebook(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def code_digest(nb: dict) -> str:
+    """What execution depends on: code cells (source and tags), kernel and language."""
+    chunks = [json.dumps(nb.get("metadata", {}).get("kernelspec", {}), sort_keys=True).encode()]
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else source
+        tags = sorted(cell.get("metadata", {}).get("tags", []))
+        chunks += [source.encode(), json.dumps(tags).encode()]
+    return _sha(*chunks)
+
+
+def notebook_key(nb: dict, run: Run, clutils_hash: str, runtime_hash: str) -> str:
+    params = json.dumps(run.parameters(), sort_keys=True).encode()
+    return _sha(CACHE_FORMAT.encode(), code_digest(nb).encode(), params, clutils_hash.encode(), runtime_hash.encode())
+
+
+def merge_prose(source: dict, executed: dict) -> dict:
+    """The executed notebook with the markdown/raw cells of ``source`` (same code cells)."""
+    executed_code = [
+        c for c in executed["cells"]
+        if c.get("cell_type") == "code" and "injected-parameters" not in c.get("metadata", {}).get("tags", [])
+    ]
+    injected = [
+        c for c in executed["cells"]
+        if "injected-parameters" in c.get("metadata", {}).get("tags", [])
+    ]
+    merged = copy.deepcopy(executed)
+    cells = []
+    code_iter = iter(executed_code)
+    for cell in source["cells"]:
+        if cell.get("cell_type") == "code":
+            done = copy.deepcopy(next(code_iter))
+            done["id"] = cell.get("id", done.get("id"))
+            cells.append(done)
+            if "parameters" in cell.get("metadata", {}).get("tags", []):
+                cells += copy.deepcopy(injected)
+        else:
+            cells.append(copy.deepcopy(cell))
+    merged["cells"] = cells
+    return merged
+
+
+# ----------------------------------------------------------------------------- notebooks
+
+
+@dataclasses.dataclass
+class NotebookResult:
+    name: str
+    status: str  # executed | cached | merged | failed
+    seconds: float
+    error: str = ""
+
+
+def _kernel_env(paths: Paths) -> Path:
+    """A private ``python3`` kernelspec that runs *this* interpreter (user kernelspecs can't hijack it)."""
+    spec_dir = paths.build / "jupyter" / "kernels" / "python3"
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+        "metadata": {"debugger": True},
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
+    return paths.build / "jupyter"
+
+
+def format_papermill_error(name: str, err: Exception) -> str:
+    ename = getattr(err, "ename", type(err).__name__)
+    evalue = getattr(err, "evalue", str(err))
+    cell = getattr(err, "exec_count", None)
+    index = getattr(err, "cell_index", None)
+    source = getattr(err, "source", "") or ""
+    trace = getattr(err, "traceback", None) or []
+    lines = [f"notebook {name} failed in cell [{cell}] (index {index}): {ename}: {ANSI.sub('', str(evalue))}"]
+    if source:
+        snippet = source.strip().splitlines()
+        lines.append("  cell source:")
+        lines += [f"    {line}" for line in snippet[:12]]
+        if len(snippet) > 12:
+            lines.append("    ...")
+    if trace:
+        text = ANSI.sub("", "\n".join(trace)).strip().splitlines()
+        lines.append("  traceback (last lines):")
+        lines += [f"    {line}" for line in text[-25:]]
+    return "\n".join(lines)
+
+
+def execute_notebook(
+    path: Path,
+    run: Run,
+    paths: Paths,
+    *,
+    clutils_hash: str | None = None,
+    runtime_hash: str | None = None,
+    force: bool = False,
+    log=print,
+) -> NotebookResult:
+    """Execute (or re-use) one notebook; the executed copy lies at ``paths.executed(run)/<name>.ipynb``."""
+    import papermill
+
+    name = path.stem
+    start = time.perf_counter()
+    out_dir = paths.executed(run)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    claims_dir = out_dir / "claims"
+    claims_dir.mkdir(exist_ok=True)
+    executed = out_dir / f"{name}.ipynb"
+    key_file = out_dir / f"{name}.key"
+    source = read_notebook(path)
+    key = notebook_key(
+        source, run, clutils_hash or clutils_digest(paths.root), runtime_hash or runtime_digest()
+    )
+    if not force and executed.exists() and key_file.exists() and key_file.read_text().strip() == key:
+        previous = read_notebook(executed)
+        merged = merge_prose(source, previous)
+        status = "cached"
+        if merged != previous:
+            executed.write_text(json.dumps(merged, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            status = "cached, prose merged"
+        result = NotebookResult(name, status, time.perf_counter() - start)
+        log(f"  {name}: {status} ({result.seconds:.1f} s)")
+        return result
+
+    key_file.unlink(missing_ok=True)
+    (claims_dir / f"{name}.json").unlink(missing_ok=True)
+    partial = out_dir / f"{name}.partial.ipynb"
+    failed = out_dir / f"{name}.failed.ipynb"
+    failed.unlink(missing_ok=True)
+    env_updates = {
+        "CLUTILS_SCORECARD_DIR": str(claims_dir),
+        "CLUTILS_NOTEBOOK": name,
+        "JUPYTER_PATH": os.pathsep.join(
+            [str(_kernel_env(paths))] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]
+        ),
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "ignore::DeprecationWarning"),
+        "TQDM_DISABLE": "1",
+    }
+    saved = {k: os.environ.get(k) for k in env_updates}
+    os.environ.update(env_updates)
+    log(f"  {name}: executing with {run.parameters()} ...")
+    try:
+        papermill.execute_notebook(
+            str(path),
+            str(partial),
+            parameters=run.parameters(),
+            kernel_name="python3",
+            cwd=str(path.parent),
+            progress_bar=False,
+            log_output=False,
+            request_save_on_cell_execute=False,
+            start_timeout=180,
+        )
+    except Exception as err:  # noqa: BLE001 - reported with the notebook's name
+        if partial.exists():
+            partial.replace(failed)
+        message = format_papermill_error(f"notebooks/{path.name}", err)
+        if failed.exists():
+            message += f"\n  partially executed copy: {failed.relative_to(paths.root) if failed.is_relative_to(paths.root) else failed}"
+        result = NotebookResult(name, "failed", time.perf_counter() - start, message)
+        log(f"  {name}: FAILED after {result.seconds:.1f} s\n{message}")
+        return result
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    partial.replace(executed)
+    key_file.write_text(key + "\n")
+    result = NotebookResult(name, "executed", time.perf_counter() - start)
+    log(f"  {name}: executed in {result.seconds:.1f} s")
+    return result
+
+
+def notebook_sources(paths: Paths, only: list[str] | None = None) -> list[Path]:
+    found = sorted(p for p in paths.notebooks.glob("*.ipynb") if not p.name.startswith("."))
+    if only:
+        found = [p for p in found if any(fnmatch.fnmatch(p.stem, pat) for pat in only)]
+    return found
+
+
+# ----------------------------------------------------------------------------- staging
+
+
+def _write_if_changed(path: Path, data: bytes) -> bool:
+    if path.exists() and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return True
+
+
+def _copy_if_changed(src: Path, dst: Path) -> bool:
+    if dst.exists() and dst.stat().st_size == src.stat().st_size and dst.read_bytes() == src.read_bytes():
+        return False
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dst)
+    return True
+
+
+def _doc_exists(src_root: Path, docname: str) -> bool:
+    base = src_root / docname
+    if base.suffix in {".md", ".ipynb", ".rst"} and base.exists():
+        return True
+    return any(base.with_name(base.name + ext).exists() for ext in (".md", ".ipynb", ".rst"))
+
+
+def _matches(pattern: str, docname: str) -> bool:
+    return fnmatch.fnmatch(docname, pattern)
+
+
+def filter_toc(toc: dict, docs: set[str], notebooks: list[str]) -> tuple[dict, list[str], list[str]]:
+    """Drop entries whose file is missing; append notebooks that no entry covers.
+
+    ``docs`` are the docnames that exist (without suffix). Returns the new TOC,
+    the dropped entries and the appended notebooks.
+    """
+    toc = copy.deepcopy(toc)
+    dropped: list[str] = []
+    covered: set[str] = set()
+
+    def walk_items(items: list) -> list:
+        kept = []
+        for item in items:
+            if "file" in item:
+                doc = str(item["file"]).removesuffix(".md").removesuffix(".ipynb")
+                subs = walk_items(item.get("sections", [])) if "sections" in item else None
+                if doc not in docs:
+                    dropped.append(doc)
+                    kept += subs or []  # promote sections of a missing page
+                    continue
+                covered.add(doc)
+                if subs is not None:
+                    if subs:
+                        item["sections"] = subs
+                    else:
+                        item.pop("sections")
+                kept.append(item)
+            elif "glob" in item:
+                hits = [d for d in docs if _matches(str(item["glob"]), d)]
+                if not hits:
+                    dropped.append(f"glob {item['glob']}")
+                    continue
+                covered.update(hits)
+                kept.append(item)
+            else:
+                kept.append(item)
+        return kept
+
+    if "root" in toc:
+        covered.add(str(toc["root"]).removesuffix(".md"))
+    if "parts" in toc:
+        parts = []
+        for part in toc["parts"]:
+            part["chapters"] = walk_items(part.get("chapters", []))
+            if part["chapters"]:
+                parts.append(part)
+            else:
+                dropped.append(f"part {part.get('caption', '?')}")
+        toc["parts"] = parts
+    elif "chapters" in toc:
+        toc["chapters"] = walk_items(toc["chapters"])
+    orphans = [nb for nb in notebooks if nb not in covered]
+    if orphans:
+        extra = {"caption": "More notebooks", "chapters": [{"file": nb} for nb in orphans]}
+        toc.setdefault("parts", []).append(extra)
+    return toc, dropped, orphans
+
+
+def stage_sources(paths: Paths, run: Run, results: list[NotebookResult], log=print) -> dict:
+    """Sync everything the HTML build reads into ``_build/src``; return a summary."""
+    import yaml
+
+    src = paths.src
+    expected: dict[Path, bytes | Path] = {}
+
+    # pages
+    for path in sorted((paths.root / "book").rglob("*")):
+        if path.is_file() and "_generated" not in path.parts and ".ipynb_checkpoints" not in path.parts:
+            expected[src / path.relative_to(paths.root)] = path
+    # executed notebooks (those that failed are left out; the build fails anyway)
+    executed_dir = paths.executed(run)
+    notebooks = []
+    for result in results:
+        if result.status == "failed":
+            continue
+        expected[src / "notebooks" / f"{result.name}.ipynb"] = executed_dir / f"{result.name}.ipynb"
+        notebooks.append(f"notebooks/{result.name}")
+    for extra in ("references.bib", "logo.png", "favicon.ico"):
+        if (paths.root / extra).exists():
+            expected[src / extra] = paths.root / extra
+
+    # config: the repository URL follows the CI's repository when there is one
+    config = yaml.safe_load((paths.root / "_config.yml").read_text())
+    repo_url = os.environ.get("BOOK_REPOSITORY_URL")
+    if not repo_url and os.environ.get("GITHUB_REPOSITORY"):
+        server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
+        repo_url = f"{server}/{os.environ['GITHUB_REPOSITORY']}"
+    if repo_url:
+        config.setdefault("repository", {})["url"] = repo_url
+    branch = os.environ.get("BOOK_BRANCH")
+    if branch:
+        config.setdefault("repository", {})["branch"] = branch
+    expected[src / "_config.yml"] = yaml.safe_dump(config, sort_keys=False, allow_unicode=True).encode()
+
+    # table of contents
+    docs = set(notebooks)
+    for path in expected:
+        rel = path.relative_to(src)
+        if rel.suffix in {".md", ".ipynb"}:
+            docs.add(rel.with_suffix("").as_posix())
+    toc = yaml.safe_load((paths.root / "_toc.yml").read_text())
+    toc, dropped, orphans = filter_toc(toc, docs, notebooks)
+    for entry in dropped:
+        log(f"  toc: skipped {entry} (not written yet)")
+    for nb in orphans:
+        log(f"  toc: {nb} matched no entry of _toc.yml; listed under 'More notebooks'")
+    expected[src / "_toc.yml"] = yaml.safe_dump(toc, sort_keys=False, allow_unicode=True).encode()
+
+    changed = 0
+    for dst, origin in expected.items():
+        if isinstance(origin, bytes):
+            changed += _write_if_changed(dst, origin)
+        else:
+            changed += _copy_if_changed(origin, dst)
+    # assets
+    changed += npm_assets.vendor_web_assets(src / "_vendor")
+    # remove what is no longer a source (the vendor folder and generated pages are managed above/below)
+    keep = {p.resolve() for p in expected}
+    removed = 0
+    for path in sorted(src.rglob("*"), reverse=True):
+        rel = path.relative_to(src)
+        if rel.parts[0] in {"_vendor", "_build"} or "_generated" in rel.parts:
+            continue
+        if path.is_file() and path.resolve() not in keep:
+            path.unlink()
+            removed += 1
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    log(f"  staged {len(expected)} files into {src} ({changed} changed, {removed} removed)")
+    return {"dropped": dropped, "orphans": orphans, "notebooks": notebooks}
+
+
+def write_scorecard(paths: Paths, run: Run, results: list[NotebookResult], log=print) -> list:
+    from clutils import scorecard
+
+    names = [r.name for r in results if r.status != "failed"]
+    claims = scorecard.load(paths.executed(run) / "claims", names)
+    with_claims = {c.notebook for c in claims}
+    text = scorecard.to_markdown(claims, [n for n in names if n not in with_claims])
+    _write_if_changed(paths.src / "book" / "_generated" / "scorecard.md", text.encode())
+    log(f"  {len(claims)} claims from {len(with_claims)} notebooks "
+        f"({sum(c.reproduced for c in claims)} reproduced)")
+    return claims
+
+
+def build_html(paths: Paths, log=print) -> None:
+    if paths.build.name != "_build":
+        raise BuildError("the build folder must be named _build (jupyter-book writes <path-output>/_build/html)")
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    log_file = paths.logs / "jupyter-book.log"
+    jb = Path(sys.executable).with_name("jupyter-book")
+    command = [str(jb)] if jb.exists() else [sys.executable, "-m", "jupyter_book.cli.main"]
+    command += ["build", str(paths.src), "--path-output", str(paths.build.parent), "--builder", "html"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    with log_file.open("w") as out:
+        proc = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=paths.root)
+    text = ANSI.sub("", log_file.read_text(errors="replace"))
+    warnings = [line for line in text.splitlines() if "WARNING" in line or "ERROR" in line]
+    for line in warnings[:40]:
+        log(f"  {line}")
+    if len(warnings) > 40:
+        log(f"  ... {len(warnings) - 40} more (see {log_file})")
+    log(f"  {len(warnings)} Sphinx warnings; log: {log_file}")
+    if proc.returncode != 0:
+        tail = "\n".join(text.splitlines()[-40:])
+        raise BuildError(f"jupyter-book build failed (exit {proc.returncode}); last lines:\n{tail}")
+    log(f"  HTML in {paths.html}")
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def build(run: Run, paths: Paths, *, only: list[str] | None = None, force: bool = False,
+          html: bool = True, log=print) -> int:
+    timer = Timer()
+    t0 = time.perf_counter()
+    results: list[NotebookResult] = []
+    failures: list[str] = []
+    print(f"Building the book: profile={run.profile} device={run.device} "
+          f"dataset={run.dataset or '(papers defaults)'} seed={run.seed}", flush=True)
+    try:
+        with timer.stage("assets (npm)"):
+            for name in ("mathjax", "requirejs", "html-manager"):
+                npm_assets.fetch(name)
+        with timer.stage("notebooks"):
+            clutils_hash, runtime_hash = clutils_digest(paths.root), runtime_digest()
+            sources = notebook_sources(paths, only)
+            if not sources:
+                log("  no notebooks found under notebooks/")
+            for path in sources:
+                result = execute_notebook(path, run, paths, clutils_hash=clutils_hash,
+                                          runtime_hash=runtime_hash, force=force, log=log)
+                results.append(result)
+                if result.status == "failed":
+                    failures.append(result.error)
+        if html:
+            with timer.stage("stage sources"):
+                stage_sources(paths, run, results, log=log)
+            with timer.stage("scorecard"):
+                claims = write_scorecard(paths, run, results, log=log)
+            with timer.stage("html (jupyter-book)"):
+                build_html(paths, log=log)
+        else:
+            from clutils import scorecard
+
+            claims = scorecard.load(paths.executed(run) / "claims", [r.name for r in results])
+        from clutils import scorecard
+
+        broken = scorecard.core_failures(claims)
+        for claim in broken:
+            failures.append(f"core claim not reproduced in profile {claim.profile}: {claim.describe()}"
+                            f" (notebook {claim.notebook})")
+    except BuildError as err:
+        failures.append(str(err))
+    total = time.perf_counter() - t0
+    print(timer.report(results, total), flush=True)
+    if failures:
+        print("\nBUILD FAILED:", file=sys.stderr)
+        for failure in failures:
+            print(f"- {failure}", file=sys.stderr)
+        return 1
+    print(f"\nBook built in {total:.1f} s: {paths.html / 'index.html'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default=os.environ.get("PROFILE", "quick"), choices=PROFILES)
+    parser.add_argument("--device", default=os.environ.get("DEVICE", "auto"), choices=DEVICES)
+    parser.add_argument("--dataset", default=os.environ.get("DATASET", ""),
+                        help="dataset override for every notebook; empty = each paper's own dataset")
+    parser.add_argument("--seed", type=int, default=int(os.environ.get("SEED", "0")))
+    parser.add_argument("--build-dir", type=Path, default=ROOT / "_build")
+    parser.add_argument("--only", nargs="*", help="only these notebooks (glob on the name)")
+    parser.add_argument("--force", action="store_true", help="re-execute even when cached")
+    parser.add_argument("--no-html", action="store_true", help="execute notebooks only")
+    args = parser.parse_args(argv)
+    run = Run(args.profile, args.device, args.dataset.strip() or None, args.seed)
+    paths = Paths(ROOT, args.build_dir.resolve())
+    return build(run, paths, only=args.only, force=args.force, html=not args.no_html)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
