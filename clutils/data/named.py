@@ -55,8 +55,9 @@ def _shrink(dataset: Dataset, train_per_class: int | None, test_per_class: int |
         test = subset_per_class(test, test_per_class, seed + 1)
     if train is dataset.train and test is dataset.test:
         return dataset
+    # Per-image metadata in ``extra`` would no longer line up with the subset: drop it.
     return Dataset(dataset.name, TensorData(train.x, train.y), TensorData(test.x, test.y),
-                   dataset.n_classes, dataset.class_names, dataset.source, dataset.extra)
+                   dataset.n_classes, dataset.class_names, dataset.source)
 
 
 def make_benchmark(name: str, *, n_tasks: int | None = None, dataset: str | None = None,

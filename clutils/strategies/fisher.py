@@ -78,7 +78,7 @@ def per_sample_gradient_sum(model: torch.nn.Module, x: torch.Tensor, y: torch.Te
 
 
 def _log_likelihood(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.log_softmax(logits, dim=-1)[y]
+    return F.log_softmax(logits, dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
 
 
 def _square_(g: torch.Tensor) -> torch.Tensor:
