@@ -135,27 +135,27 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="train a strategy on a benchmark and print the accuracy matrix and metrics",
         description="Train a strategy on a benchmark with a profile's settings (overridden by the "
                     "flags), then print the accuracy matrix R (rows: after training task i, columns: "
-                    "test accuracy on task j, in %%) and ACC, BWT, FWT and forgetting. "
+                    "test accuracy on task j, in %) and ACC, BWT, FWT and forgetting. "
                     "See `python -m clutils list` for the valid names.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--benchmark", required=True, help="benchmark name, e.g. permuted-mnist or split-mnist")
-    run.add_argument("--strategy", default="naive", help="strategy name (default: naive)")
-    run.add_argument("--profile", default="quick", help="smoke, quick or paper (default: quick)")
-    run.add_argument("--dataset", help="replace the benchmark's dataset (e.g. fashion-mnist, digits)")
-    run.add_argument("--scenario", help="task, domain or class (default: the benchmark's)")
-    run.add_argument("--tasks", type=positive_int, help="number of tasks (default: the profile's)")
-    run.add_argument("--epochs", type=positive_int, help="epochs per task")
-    run.add_argument("--batch-size", type=positive_int, help="training batch size")
-    run.add_argument("--lr", type=positive_float, help="learning rate")
-    run.add_argument("--optimizer", help="adam or sgd")
-    run.add_argument("--arch", help="mlp or cifarnet")
-    run.add_argument("--hidden", type=layer_sizes, help="MLP hidden widths, e.g. 256,256")
-    run.add_argument("--train-per-class", type=positive_int, help="training samples per class")
-    run.add_argument("--test-per-class", type=positive_int, help="test samples per class")
+    run.add_argument("--benchmark", required=True, metavar="NAME", help="benchmark name, e.g. permuted-mnist or split-mnist")
+    run.add_argument("--strategy", default="naive", metavar="NAME", help="strategy name (default: naive)")
+    run.add_argument("--profile", default="quick", metavar="NAME", help="smoke, quick or paper (default: quick)")
+    run.add_argument("--dataset", metavar="NAME", help="replace the benchmark's dataset (e.g. fashion-mnist, digits)")
+    run.add_argument("--scenario", metavar="NAME", help="task, domain or class (default: the benchmark's)")
+    run.add_argument("--tasks", type=positive_int, metavar="N", help="number of tasks (default: the profile's)")
+    run.add_argument("--epochs", type=positive_int, metavar="N", help="epochs per task")
+    run.add_argument("--batch-size", type=positive_int, metavar="N", help="training batch size")
+    run.add_argument("--lr", type=positive_float, metavar="X", help="learning rate")
+    run.add_argument("--optimizer", metavar="NAME", help="adam or sgd")
+    run.add_argument("--arch", metavar="NAME", help="mlp or cifarnet")
+    run.add_argument("--hidden", type=layer_sizes, metavar="W,W", help="MLP hidden widths, e.g. 256,256")
+    run.add_argument("--train-per-class", type=positive_int, metavar="N", help="training samples per class")
+    run.add_argument("--test-per-class", type=positive_int, metavar="N", help="test samples per class")
     run.add_argument("--all-samples", action="store_true", help="use every sample (ignore the profile's subsets)")
-    run.add_argument("--seed", type=int, default=0, help="seed of the data order, subsets and weights (default: 0)")
-    run.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    run.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the data order, subsets and weights (default: 0)")
+    run.add_argument("--device", default="auto", metavar="NAME", help="auto (default), cpu, cuda or cuda:N")
     run.add_argument("--set", dest="assignments", action="append", default=[], metavar="NAME=VALUE",
                      help="a strategy hyperparameter, e.g. --set c=0.1 (repeatable)")
     run.add_argument("--confusion", action="store_true", help="record a confusion matrix after each task")
@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0].strip() if (text or "").strip() else ""
+    text = (text or "").strip()
+    return text.splitlines()[0].strip().replace("``", "") if text else ""
 
 
 def _preset_summary(preset: dict[str, Any]) -> str:
@@ -233,8 +234,8 @@ def _preset(benchmark: str, profile: str) -> dict[str, Any]:
         return dict(GENERIC_PRESET[profile])
 
 
-def _valid_task_counts(benchmark: str, dataset: str | None, n_classes: int) -> list[int] | None:
-    """The task counts ``benchmark`` can make from ``n_classes`` classes (None: any)."""
+def _valid_task_counts(benchmark: str, dataset: str | None, n_classes: int | None) -> list[int] | None:
+    """The task counts ``benchmark`` can make from ``n_classes`` classes (None: any, or unknown)."""
     from .data.benchmarks import class_groups
     from .data.named import BENCHMARKS
 
@@ -243,6 +244,8 @@ def _valid_task_counts(benchmark: str, dataset: str | None, n_classes: int) -> l
         return None
     if spec.kind == "split-cifar10-100":
         return list(range(1, 12))
+    if n_classes is None:  # a dataset not in DATASET_CLASSES: make_benchmark checks after loading
+        return None
     first = spec.first if dataset is None else None
     valid = []
     for n in range(1, n_classes + 1):
@@ -254,12 +257,20 @@ def _valid_task_counts(benchmark: str, dataset: str | None, n_classes: int) -> l
     return valid
 
 
-def _check_tasks(parser, benchmark: str, dataset: str | None, n_tasks: int, n_classes: int) -> None:
+def _check_tasks(parser, benchmark: str, dataset: str | None, n_tasks: int, n_classes: int | None) -> None:
     valid = _valid_task_counts(benchmark, dataset, n_classes)
     if valid is not None and n_tasks not in valid:
-        source = dataset or "its dataset"
-        parser.error(f"--tasks {n_tasks}: {benchmark} on {source} ({n_classes} classes) can make "
-                     f"{', '.join(map(str, valid))} tasks (classes split into equal groups)")
+        from .data.named import BENCHMARKS
+
+        spec = BENCHMARKS[benchmark]
+        choices = ", ".join(map(str, valid[:-1])) + (" or " if len(valid) > 1 else "") + str(valid[-1])
+        if spec.kind == "split-cifar10-100":
+            parser.error(f"--tasks {n_tasks}: {benchmark} can make {choices} tasks "
+                         "(CIFAR-10, then up to 10 groups of 10 CIFAR-100 classes)")
+        how = (f"{spec.first} classes in the first task, the rest split equally"
+               if spec.first and dataset is None else "the classes split into tasks of equal size")
+        parser.error(f"--tasks {n_tasks}: {benchmark} on {dataset or spec.dataset} ({n_classes} classes) "
+                     f"can make {choices} tasks ({how})")
 
 
 def _settings(args, parser) -> dict[str, Any]:
@@ -269,7 +280,7 @@ def _settings(args, parser) -> dict[str, Any]:
     from .data.datasets import dataset_names
     from .data.named import BENCHMARKS, benchmark_names
     from .models import ARCHITECTURES
-    from .strategies import make, strategy_names
+    from .strategies import REGISTRY, UnknownHyperparameterError, make, strategy_names
     from .train import OPTIMIZERS, resolve_device
 
     if args.benchmark not in BENCHMARKS:
@@ -291,13 +302,25 @@ def _settings(args, parser) -> dict[str, Any]:
     hyperparameters = parse_assignments(args.assignments, parser)
     try:
         strategy = make(args.strategy, **hyperparameters)
-    except (TypeError, ValueError) as error:  # UnknownHyperparameterError is a TypeError
-        parser.error(str(error))
+    except UnknownHyperparameterError:
+        defaults = REGISTRY[args.strategy].defaults
+        unknown = ", ".join(repr(k) for k in hyperparameters if k not in defaults)
+        if not defaults:
+            parser.error(f"--set: strategy {args.strategy} has no hyperparameters (got {unknown})")
+        valid = ", ".join(f"{k} (default {v!r})" for k, v in defaults.items())
+        parser.error(f"--set: strategy {args.strategy} has no hyperparameter {unknown}; valid: {valid}")
+    except (TypeError, ValueError) as error:  # a strategy refusing a value
+        parser.error(f"--set: {error}")
 
     try:
         device = resolve_device(args.device)
-    except (RuntimeError, ValueError) as error:
-        parser.error(f"--device {args.device}: {error} (choose one of: auto, cpu, cuda, cuda:N)")
+    except (RuntimeError, ValueError):
+        import torch
+
+        valid = "auto, cpu" + (", cuda, cuda:N" if torch.cuda.is_available() else "")
+        reason = ("PyTorch sees no CUDA GPU on this machine" if "cuda" in str(args.device)
+                  else "not a device PyTorch knows")
+        parser.error(f"--device {args.device}: {reason}; choose one of: {valid}")
 
     preset = _preset(args.benchmark, args.profile)
     settings = {
@@ -316,9 +339,7 @@ def _settings(args, parser) -> dict[str, Any]:
     if settings["arch"] not in ARCHITECTURES:
         parser.error(f"unknown architecture {settings['arch']!r}; choose one of: {', '.join(ARCHITECTURES)}")
     dataset = args.dataset if args.dataset is not None else spec.dataset
-    n_classes = DATASET_CLASSES.get(dataset)
-    if n_classes is not None:
-        _check_tasks(parser, args.benchmark, args.dataset, settings["tasks"], n_classes)
+    _check_tasks(parser, args.benchmark, args.dataset, settings["tasks"], DATASET_CLASSES.get(dataset))
     return {**settings, "strategy": strategy, "hyperparameters": hyperparameters, "device": device,
             "dataset_name": dataset}
 
@@ -347,6 +368,30 @@ def _format_report(result, title: str) -> str:
     return "\n".join(lines)
 
 
+def _preflight(parser, strategy, model, benchmark, config) -> None:
+    """Refuse a strategy that cannot run on this benchmark or with these settings, before training.
+
+    ``setup`` is tried on a throwaway copy of the strategy and the model (e.g. CWR and AR1
+    refuse a benchmark that is not class-incremental), then the overshoot bound of the
+    clipped-importance strategies is checked for SGD.
+    """
+    import copy
+
+    try:
+        type(strategy)(**strategy.hp).setup(copy.deepcopy(model), benchmark)
+    except (ValueError, TypeError) as error:
+        hint = " (try --scenario class)" if "class-incremental" in str(error) and benchmark.scenario != "class" else ""
+        parser.error(f"--strategy {strategy.name}: {error}{hint}")
+    try:
+        from .strategies.sit import check_lambda
+    except ImportError:  # pragma: no cover - strategies without the SIT module
+        return
+    try:
+        check_lambda(strategy, config.lr, config.optimizer)
+    except ValueError as error:
+        parser.error(f"--set/--lr: {error}")
+
+
 def run(args, parser) -> int:
     settings = _settings(args, parser)
 
@@ -370,7 +415,8 @@ def run(args, parser) -> int:
             download=False if args.offline else None,
         )
     except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error}\nFrom the command line: run it once online without --offline, point --root "
+              "(or $CLUTILS_DATA) at a folder that holds the data, or add --dataset digits.", file=sys.stderr)
         return EXIT_FAILED
     except ValueError as error:  # impossible task counts or sizes for a dataset not in DATASET_CLASSES
         parser.error(str(error))
@@ -389,6 +435,7 @@ def run(args, parser) -> int:
     config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
                          optimizer=settings["optimizer"], seed=args.seed, record_confusion=args.confusion,
                          progress=progress)
+    _preflight(parser, settings["strategy"], model, benchmark, config)
     meta = {
         "benchmark_name": args.benchmark, "dataset": settings["dataset_name"], "profile": args.profile,
         "tasks": settings["tasks"], "arch": settings["arch"], "hidden": settings["hidden"],

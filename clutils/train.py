@@ -160,10 +160,10 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
             bar.close()
             raise TrainingDivergedError(
                 f"the loss became {mean_loss} in task {task.index + 1}, epoch {epoch + 1} "
-                f"({strategy!r}, {config.optimizer} lr={config.lr}). The likely cause is a "
-                "regularisation strength too large for the learning rate (the penalty's step "
-                "lr * strength * importance overshoots; Maltoni and Lomonaco warn of this for EWC): "
-                "lower the strength or the learning rate."
+                f"({strategy!r}, {config.optimizer} lr={config.lr}). The likely cause is a learning rate "
+                "too large or, for a regularising strategy, a strength too large for the learning rate "
+                "(the penalty's step lr * strength * importance overshoots; Maltoni and Lomonaco warn of "
+                "this for EWC): lower the strength or the learning rate."
             )
         losses.append(mean_loss)
         bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{mean_loss:.3f}",

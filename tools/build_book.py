@@ -466,6 +466,8 @@ def stage_sources(paths: Paths, run: Run, results: list[NotebookResult], log=pri
             continue
         expected[src / "notebooks" / f"{result.name}.ipynb"] = executed_dir / f"{result.name}.ipynb"
         notebooks.append(f"notebooks/{result.name}")
+    # the local Sphinx extension named in _config.yml (sphinx.local_extensions)
+    expected[src / "tools" / "sphinx_offline.py"] = paths.root / "tools" / "sphinx_offline.py"
     for extra in ("references.bib", "logo.png", "favicon.ico"):
         if (paths.root / extra).exists():
             expected[src / extra] = paths.root / extra
@@ -481,6 +483,12 @@ def stage_sources(paths: Paths, run: Run, results: list[NotebookResult], log=pri
     branch = os.environ.get("BOOK_BRANCH")
     if branch:
         config.setdefault("repository", {})["branch"] = branch
+    # Sphinx does not notice when an extension's code changes; an html-level config
+    # value that does makes it rewrite every page.
+    extension = (paths.root / "tools" / "sphinx_offline.py").read_bytes()
+    sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {}) or {}
+    config["sphinx"]["config"] = sphinx_config
+    sphinx_config.setdefault("html_context", {})["clutils_extension"] = _sha(extension)[:16]
     expected[src / "_config.yml"] = yaml.safe_dump(config, sort_keys=False, allow_unicode=True).encode()
 
     # table of contents

@@ -6,7 +6,7 @@ from .base import Batch, Strategy, TrainingData, UnknownHyperparameterError
 from .registry import REGISTRY, UnknownStrategyError, make, register, strategy_names
 
 # Importing a module registers the strategies it defines.
-from . import alasso, baselines, si  # noqa: E402,F401
+from . import alasso, baselines, si, ar1, cwr, sit, ewc, lwf, mas  # noqa: E402,F401
 
 __all__ = [
     "Batch", "Strategy", "TrainingData", "UnknownHyperparameterError",

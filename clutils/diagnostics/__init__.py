@@ -1,0 +1,1 @@
+"""Diagnostics of continual-learning runs (weight changes, importance distributions)."""

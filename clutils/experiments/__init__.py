@@ -1,0 +1,1 @@
+"""Chapter-level helpers: the runs and measures behind each chapter's notebooks."""

@@ -1,0 +1,436 @@
+"""Chapter helpers for AR1 (Maltoni & Lomonaco 2019): benchmarks, models, runs and the measures of its figures.
+
+The notebooks ``notebooks/ar1_*.ipynb`` read a preset (``clutils.presets.get("ar1-...", profile)``)
+and call :func:`run_strategies`; everything they plot is computed here from
+:class:`~clutils.result.Result` objects:
+
+* :func:`fixed_test_accuracy` / :func:`growing_test_accuracy`: the two views of Figure 8
+  (the whole test set after every batch, as CORe50's protocol; only the classes seen so far);
+* :func:`last_batch_share`: how much of the predictions fall into the last batch's classes
+  (the band of Figure 10);
+* :func:`column_band`: the strongest single predicted-class column (Figure 12's alarm signal).
+
+The paper trains the first batch with its own epochs and learning rate (Tables 4-5);
+the training loop has one setting for all tasks, so :class:`BatchSchedule` wraps a
+strategy and gives the first batch ``first_epochs`` (its data repeated) and
+``first_lr`` (its gradients scaled, exact for SGD with a fresh optimiser per batch).
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data import benchmarks as bm
+from ..data.datasets import load_dataset
+from ..data.named import make_benchmark
+from ..data.root import data_root
+from ..data.tensors import Dataset, TensorData, subset_per_class
+from ..models import ContinualModel, SingleHead, build_model, zero_init_head
+from ..result import Result
+from ..strategies import make
+from ..strategies.base import Strategy, TrainingData
+from ..strategies.sit import check_lambda
+from ..train import TrainConfig, fit, resolve_device
+
+#: How the chapter names the strategies (label -> registry name of the class-incremental version).
+PAPER_NAMES = {
+    "naive": "naive", "cumulative": "joint", "lwf": "lwf-sit", "ewc": "ewc-sit", "si": "si-sit",
+    "cwr": "cwr", "cwr+": "cwr+", "ar1": "ar1",
+}
+
+
+class MissingPretrainedWeightsError(RuntimeError):
+    """Pre-trained weights the paper profile needs are not on this machine and cannot be downloaded."""
+
+
+# ----------------------------------------------------------------------------- benchmarks
+
+_DATA_CACHE: dict[tuple, Dataset] = {}
+
+
+def _dataset(name: str, root, train_per_class, test_per_class, seed: int, **options) -> Dataset:
+    key = (name, str(root), train_per_class, test_per_class, seed, tuple(sorted(options.items())))
+    if key not in _DATA_CACHE:
+        data = load_dataset(name, root, **options)
+        train, test = data.train, data.test
+        if train_per_class is not None:
+            train = subset_per_class(train, train_per_class, seed)
+        if test_per_class is not None:
+            test = subset_per_class(test, test_per_class, seed + 1)
+        _DATA_CACHE.clear()  # one dataset at a time: CORe50 at 128 px is tens of GB
+        _DATA_CACHE[key] = Dataset(data.name, TensorData(train.x, train.y), TensorData(test.x, test.y),
+                                   data.n_classes, data.class_names, data.source, data.extra)
+    return _DATA_CACHE[key]
+
+
+def build_benchmark(spec: Mapping[str, Any], dataset: str | None = None, order_seed: int = 0,
+                    data_seed: int = 0, scenario: str | None = None, root=None) -> bm.Benchmark:
+    """The benchmark of a preset's ``benchmark`` entry, with its class order drawn from ``order_seed``.
+
+    ``spec`` keys: ``kind`` (``split`` or ``split-cifar10-100``), ``dataset``, ``tasks``,
+    ``first`` (size of the first class group: CORe50 NC's 10), ``scenario``,
+    ``train_per_class``, ``test_per_class``, ``shuffle`` (class order from the seed; the first
+    run, ``order_seed=None``, keeps the natural order), ``options`` (loader options, e.g.
+    ``{"size": 128}`` for CORe50). ``dataset`` replaces the spec's dataset (a plain split
+    of it into ``tasks_override`` or ``tasks`` batches).
+    """
+    scenario = scenario or spec.get("scenario", "class")
+    kind = spec.get("kind", "split")
+    if kind == "split-cifar10-100" and dataset is None:
+        return make_benchmark("split-cifar10-100", n_tasks=spec["tasks"], scenario=scenario, seed=data_seed,
+                              train_per_class=spec.get("train_per_class"),
+                              test_per_class=spec.get("test_per_class"), root=root)
+    name = dataset or spec["dataset"]
+    overridden = dataset is not None and dataset != spec.get("dataset")
+    options = {} if overridden else dict(spec.get("options", {}))
+    data = _dataset(name, root, spec.get("train_per_class"), spec.get("test_per_class"), data_seed, **options)
+    n_tasks = spec.get("tasks_override", spec["tasks"]) if overridden else spec["tasks"]
+    first = None if overridden else spec.get("first")
+    seed = order_seed if spec.get("shuffle", True) else None
+    result = bm.split(data, n_tasks, scenario, seed=seed, first=first)
+    label = spec.get("label", f"class-incremental split {data.name}")
+    result.name = label if not overridden else f"class-incremental split {data.name}"
+    result.info["class_order_seed"] = seed
+    return result
+
+
+def class_orders(n_runs: int, seed: int = 0) -> list[int | None]:
+    """The class-order seeds of ``n_runs`` runs: the first run in the natural order, then seeded shuffles."""
+    return [None] + [seed * 1000 + r for r in range(1, n_runs)]
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def googlenet128(n_classes: int, pretrained: bool = True) -> ContinualModel:
+    """torchvision's GoogLeNet adapted to 128x128 CORe50 images in the spirit of Table 3.
+
+    The 7x7 stem convolution gets stride 1 and no padding (the paper's change for
+    128x128 inputs: later feature maps keep roughly the size they have at 224x224);
+    the auxiliary classifiers are dropped; the 1000-way ImageNet layer is replaced by
+    the continual model's single head (1024 -> ``n_classes``). With ``pretrained`` the
+    convolutions start from the ImageNet weights, downloaded once by torchvision; offline
+    and not cached, a :class:`MissingPretrainedWeightsError` says which file is missing.
+    """
+    from torchvision.models import GoogLeNet_Weights, googlenet
+
+    weights = GoogLeNet_Weights.IMAGENET1K_V1 if pretrained else None
+    if weights is not None:
+        checkpoint = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        try:
+            net = googlenet(weights=weights, aux_logits=False)
+        except Exception as error:  # offline: URLError, timeout, ...
+            raise MissingPretrainedWeightsError(
+                "The paper profile of the AR1 chapter fine-tunes torchvision's GoogLeNet pre-trained on "
+                f"ImageNet (GoogLeNet_Weights.IMAGENET1K_V1), but its weights file {checkpoint} is not on "
+                f"this machine and could not be downloaded from {weights.url} "
+                f"({type(error).__name__}: {error}). Go online once (torchvision caches the file), or copy "
+                f"{Path(weights.url).name} into {checkpoint.parent} (TORCH_HOME moves that folder); "
+                "profile='quick' needs no pre-trained weights."
+            ) from error
+    else:
+        net = googlenet(weights=None, aux_logits=False, init_weights=True)
+    stem = net.conv1.conv
+    net.conv1.conv = nn.Conv2d(3, 64, kernel_size=7, stride=1, padding=0, bias=False)
+    with torch.no_grad():
+        net.conv1.conv.weight.copy_(stem.weight)
+    net.fc = nn.Identity()
+    net.out_features = 1024
+    return ContinualModel(net, SingleHead(1024, n_classes))
+
+
+def pretrained_cifarnet(benchmark: bm.Benchmark, epochs: int, seed: int, device, root=None,
+                        lr: float = 1e-3, batch_size: int = 128) -> dict[str, torch.Tensor]:
+    """CifarNet's body trained on CIFAR-10 (section 4.3: "the model was pre-trained on CIFAR-10").
+
+    Trained once with Adam and cached under ``<data root>/clutils-cache/``. Needs CIFAR-10.
+    """
+    cache = data_root(root) / "clutils-cache" / f"ar1-cifarnet-cifar10-e{epochs}-s{seed}.pt"
+    if cache.exists():
+        return torch.load(cache, map_location="cpu", weights_only=True)
+    cifar10 = load_dataset("cifar10", root)
+    source = bm.split(cifar10, 1, "class", seed=None)
+    model = build_model(source, arch="cifarnet", seed=seed)
+    fit(model, source, make("naive"), TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                                                  progress=False), device=device)
+    state = {k: v.detach().cpu() for k, v in model.body.state_dict().items()}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, cache)
+    return state
+
+
+def build_ar1_model(model_spec: Mapping[str, Any], benchmark: bm.Benchmark, head: str = "maximal",
+                    zero_init: bool = False, seed: int = 0, device="cpu", root=None) -> ContinualModel:
+    """The model of a preset's ``model`` entry: ``mlp`` / ``cifarnet`` (``pretrained: cifar10``) / ``googlenet128``.
+
+    ``head`` is ``maximal`` (all classes from the start) or ``expanding`` (Appendix A);
+    ``zero_init`` sets the initial output layer to zero (Appendix E).
+    """
+    if head not in ("maximal", "expanding"):
+        raise ValueError(f"head must be 'maximal' or 'expanding', got {head!r}")
+    spec = dict(model_spec)
+    arch = spec.pop("arch")
+    pretrained = spec.pop("pretrained", None)
+    pretrain_epochs = spec.pop("pretrain_epochs", 20)
+    if arch == "googlenet128":
+        torch.manual_seed(seed)
+        model = googlenet128(benchmark.n_classes, pretrained=pretrained == "imagenet")
+        model.head.expanding = head == "expanding"
+        model.head.active.fill_(head != "expanding")
+    else:
+        model = build_model(benchmark, arch=arch, expanding_head=head == "expanding", seed=seed, **spec)
+        if pretrained == "cifar10":
+            model.body.load_state_dict(pretrained_cifarnet(benchmark, pretrain_epochs, 0, device, root))
+        elif pretrained is not None:
+            raise ValueError(f"unknown pre-training {pretrained!r} for {arch}")
+    if zero_init:
+        zero_init_head(model)
+    return model
+
+
+# ----------------------------------------------------------------------------- per-batch schedule
+
+
+class BatchSchedule(Strategy):
+    """Wraps a strategy to give the first batch its own epochs and learning rate (Tables 4-5).
+
+    ``repeat_first`` copies of the first batch's data are trained per epoch (so the first
+    batch sees ``repeat_first x`` the loop's epochs) and its gradients are scaled by
+    ``lr_scale_first`` after the strategy's own ``after_backward`` (with SGD and a fresh
+    optimiser per batch, exactly a learning rate ``lr_scale_first x`` the loop's).
+    Every other hook is the wrapped strategy's.
+    """
+
+    def __init__(self, inner: Strategy, repeat_first: int = 1, lr_scale_first: float = 1.0):
+        self.inner = inner
+        self.name = inner.name
+        self.defaults = inner.defaults
+        self.hp = {**inner.hp, "repeat_first": int(repeat_first), "lr_scale_first": float(lr_scale_first)}
+        self.needs_task_gradient = inner.needs_task_gradient
+        self.benchmark = None
+        self.repeat_first = int(repeat_first)
+        self.lr_scale_first = float(lr_scale_first)
+        self.task_index = 0
+        if self.repeat_first < 1:
+            raise ValueError(f"repeat_first must be a positive integer, got {repeat_first}")
+
+    def __getattr__(self, item):  # the wrapped strategy's own attributes (importance, snapshots, ...)
+        if item == "inner":
+            raise AttributeError(item)
+        return getattr(self.inner, item)
+
+    def setup(self, model, benchmark):
+        self.benchmark = benchmark
+        self.inner.setup(model, benchmark)
+
+    def training_data(self, task):
+        data = self.inner.training_data(task)
+        if task.index > 0 or self.repeat_first == 1:
+            return data
+        k = self.repeat_first
+        ids = data.task_ids.repeat(k) if data.task_ids is not None else None
+        return TrainingData(TensorData(data.data.x.repeat(k, *[1] * (data.data.x.dim() - 1)),
+                                       data.data.y.repeat(k)), ids)
+
+    def before_task(self, model, task):
+        self.task_index = task.index
+        self.inner.before_task(model, task)
+
+    def penalty(self, model, batch):
+        return self.inner.penalty(model, batch)
+
+    def after_task_backward(self, model):
+        self.inner.after_task_backward(model)
+
+    @torch.no_grad()
+    def after_backward(self, model):
+        self.inner.after_backward(model)
+        if self.task_index == 0 and self.lr_scale_first != 1.0:
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            if grads:
+                torch._foreach_mul_(grads, self.lr_scale_first)
+
+    def after_step(self, model):
+        self.inner.after_step(model)
+
+    def after_task(self, model, task, data):
+        self.inner.after_task(model, task, data)
+
+    def before_eval(self, model):
+        self.inner.before_eval(model)
+
+    def before_eval_task(self, model, task):
+        self.inner.before_eval_task(model, task)
+
+    def after_eval(self, model):
+        self.inner.after_eval(model)
+
+    def state_dict(self):
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state):
+        self.inner.load_state_dict(state)
+
+
+def _schedule(train: Mapping[str, Any], first: Mapping[str, Any] | None) -> tuple[int, int, float]:
+    """(loop epochs, first-batch repeat, first-batch lr scale) for ``train`` and a ``first`` override."""
+    epochs = int(train["epochs"])
+    if not first:
+        return epochs, 1, 1.0
+    first_epochs = int(first.get("epochs", epochs))
+    base = math.gcd(epochs, first_epochs)
+    if base != epochs:
+        raise ValueError(f"the first batch's epochs ({first_epochs}) must be a multiple of the others' ({epochs})")
+    scale = float(first.get("lr", train["lr"])) / float(train["lr"])
+    if scale != 1.0 and train.get("optimizer", "sgd") != "sgd":
+        raise ValueError("a first-batch learning rate needs optimizer='sgd' (it is applied as a gradient scale)")
+    return epochs, first_epochs // epochs, scale
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def run_spec(spec: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """One strategy's complete settings: the preset's ``train`` merged with the strategy's own ``train``."""
+    train = {**settings["train"], **spec.get("train", {})}
+    return {"strategy": spec["strategy"], "hp": dict(spec.get("hp", {})), "head": spec.get("head", "maximal"),
+            "zero_init": bool(spec.get("zero_init", False)), "train": train, "first": spec.get("first")}
+
+
+def run_strategy(spec: Mapping[str, Any], settings: Mapping[str, Any], benchmark: bm.Benchmark, *,
+                 seed: int = 0, device="cpu", root=None, record_confusion: bool = True,
+                 observe: Callable[[Strategy], Any] | None = None) -> Result:
+    """Train one strategy of a preset on ``benchmark``; ``observe(strategy)`` may attach trackers first."""
+    full = run_spec(spec, settings)
+    train = full["train"]
+    epochs, repeat, scale = _schedule(train, full["first"])
+    model = build_ar1_model(settings["model"], benchmark, full["head"], full["zero_init"], seed, device, root)
+    strategy = make(full["strategy"], **full["hp"])
+    # The decay acts from the second batch on, i.e. with the loop's learning rate.
+    check_lambda(strategy, float(train["lr"]), train.get("optimizer", "sgd"))
+    if repeat != 1 or scale != 1.0:
+        strategy = BatchSchedule(strategy, repeat, scale)
+    if observe is not None:
+        observe(strategy)
+    config = TrainConfig(epochs=epochs, batch_size=int(train["batch_size"]), lr=float(train["lr"]),
+                         optimizer=train.get("optimizer", "sgd"), momentum=float(train.get("momentum", 0.0)),
+                         seed=seed, progress=False, record_confusion=record_confusion)
+    started = time.perf_counter()
+    result = fit(model, benchmark, strategy, config, device=device,
+                 meta={"head": full["head"], "zero_init": full["zero_init"], "first": full["first"]})
+    result.timings["total_seconds"] = [time.perf_counter() - started]
+    return result
+
+
+def run_strategies(specs: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Any], *,
+                   dataset: str | None = None, seed: int = 0, device="auto", runs: int | None = None,
+                   scenario: str | None = None, root=None, record_confusion: bool = True,
+                   observe: Callable[[str, Strategy], Any] | None = None,
+                   log: Callable[[str], None] | None = print) -> dict[str, list[Result]]:
+    """Every strategy of ``specs`` on ``runs`` class orders (the preset's ``runs`` by default).
+
+    Run ``r`` of every strategy sees the same benchmark (class order ``class_orders(runs, seed)[r]``)
+    and the same initial weights (seed ``seed + r``). Returns ``{label: [Result per run]}``.
+    """
+    device = resolve_device(device)
+    runs = int(settings.get("runs", 1) if runs is None else runs)
+    out: dict[str, list[Result]] = {label: [] for label in specs}
+    for r, order in enumerate(class_orders(runs, seed)):
+        benchmark = build_benchmark(settings["benchmark"], dataset, order_seed=order, data_seed=seed,
+                                    scenario=scenario, root=root)
+        for label, spec in specs.items():
+            started = time.perf_counter()
+            hook = (lambda strategy, label=label: observe(label, strategy)) if observe else None
+            result = run_strategy(spec, settings, benchmark, seed=seed + r, device=device, root=root,
+                                  record_confusion=record_confusion, observe=hook)
+            out[label].append(result)
+            if log is not None:
+                final = fixed_test_accuracy(result)[-1]
+                log(f"run {r + 1}/{runs} {label:>12}: final accuracy {100 * final:5.1f}% "
+                    f"({time.perf_counter() - started:.1f} s)")
+    return out
+
+
+# ----------------------------------------------------------------------------- measures
+
+
+def _test_sizes(result: Result) -> np.ndarray:
+    return np.asarray(result.benchmark["test_sizes"], dtype=float)
+
+
+def fixed_test_accuracy(result: Result) -> np.ndarray:
+    """Accuracy on the whole test set (every class, seen or not) after each batch (Fig. 7, Fig. 8 right)."""
+    R = result.R
+    n = _test_sizes(result)
+    return (R * n).sum(1) / n.sum()
+
+
+def growing_test_accuracy(result: Result) -> np.ndarray:
+    """Accuracy on the test patterns of the classes seen so far after each batch (Fig. 8 left)."""
+    R = result.R
+    n = _test_sizes(result)
+    return np.array([(R[i, : i + 1] * n[: i + 1]).sum() / n[: i + 1].sum() for i in range(len(R))])
+
+
+def per_batch_final_accuracy(result: Result) -> np.ndarray:
+    """Accuracy on each batch's classes after the last batch (the bars of Figure 3)."""
+    return result.R[-1, : len(result.R)]
+
+
+def last_batch_share(result: Result) -> np.ndarray:
+    """After each batch, the share of all test predictions that fall into that batch's classes."""
+    C = result.confusion_matrices()
+    if len(C) == 0:
+        raise ValueError("no confusion matrices: run with record_confusion=True")
+    classes = result.benchmark["classes_per_task"]
+    return np.array([C[i][:, classes[i]].sum() / C[i].sum() for i in range(len(C))])
+
+
+def column_band(result: Result, i: int = -1) -> tuple[int, float]:
+    """(class, share) of the predicted class that takes the largest share of the test set after batch ``i``.
+
+    A well-spread model gives each class about ``1 / n_classes``; a single column far above
+    that is the "sharp vertical band" of Figure 12.
+    """
+    C = result.confusion_matrices()[i]
+    column = C.sum(0)
+    k = int(column.argmax())
+    return k, float(column[k] / C.sum())
+
+
+def curves_frame(results: Mapping[str, Iterable[Result]], view: Callable[[Result], np.ndarray] = None):
+    """A long DataFrame (strategy, run, batch, accuracy in %) of a per-batch measure (default: fixed test set)."""
+    import pandas as pd
+
+    view = view or fixed_test_accuracy
+    rows = []
+    for label, runs in results.items():
+        for r, result in enumerate(runs):
+            for i, value in enumerate(view(result)):
+                rows.append({"strategy": label, "run": r, "batch": i + 1, "accuracy": 100 * float(value)})
+    return pd.DataFrame(rows)
+
+
+def final_accuracies(results: Mapping[str, Iterable[Result]], view: Callable[[Result], np.ndarray] = None
+                     ) -> dict[str, np.ndarray]:
+    """Final accuracy of every run, per strategy (fraction)."""
+    view = view or fixed_test_accuracy
+    return {label: np.array([view(r)[-1] for r in runs]) for label, runs in results.items()}
+
+
+def seconds_per_run(results: Mapping[str, Iterable[Result]]) -> dict[str, float]:
+    return {label: float(np.mean([sum(r.timings["train_seconds"]) for r in runs])) for label, runs in results.items()}
+
+
+__all__ = [
+    "PAPER_NAMES", "MissingPretrainedWeightsError", "build_benchmark", "class_orders", "googlenet128",
+    "pretrained_cifarnet", "build_ar1_model", "BatchSchedule", "run_spec", "run_strategy", "run_strategies",
+    "fixed_test_accuracy", "growing_test_accuracy", "per_batch_final_accuracy", "last_batch_share",
+    "column_band", "curves_frame", "final_accuracies", "seconds_per_run",
+]

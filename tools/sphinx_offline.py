@@ -1,0 +1,84 @@
+"""A small Sphinx extension that makes the book's pages work offline and without console errors.
+
+Loaded through ``sphinx.local_extensions`` in ``_config.yml``. It
+
+* adds ``clutils-widgets.js`` to every page: it tells the ipywidgets HTML
+  embed manager where its fonts are (``__jupyter_widgets_assets_path__``: the
+  vendored copy, not a path next to the page) and bridges the one MathJax 2
+  call the manager makes (``MathJax.Hub.Queue``) to the MathJax 3 the book
+  loads;
+* removes duplicated inline scripts: sphinx-thebe 0.3 adds its configuration
+  script (``const THEBE_JS_URL = ...``) twice, and the second copy throws
+  "Identifier 'THEBE_JS_URL' has already been declared" on every page.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+SCRIPT = "vendor/clutils/clutils-widgets.js"
+
+JS = r"""// Written by tools/sphinx_offline.py: ipywidgets in the static book, offline.
+(function () {
+  "use strict";
+  // The HTML manager's fonts and icons live next to embed-amd.js in _static/vendor/.
+  var here = document.currentScript && document.currentScript.src;
+  if (here) {
+    window.__jupyter_widgets_assets_path__ = new URL("../html-manager/", here).href;
+  }
+  // The HTML manager typesets widget labels with MathJax 2's MathJax.Hub.Queue;
+  // the book loads MathJax 3, so bridge that call to MathJax.typesetPromise.
+  function bridge() {
+    var mj = window.MathJax;
+    if (!mj || mj.Hub || !mj.version || String(mj.version).charAt(0) !== "3") return;
+    mj.Hub = {
+      Queue: function () {
+        for (var i = 0; i < arguments.length; i++) {
+          var job = arguments[i];
+          if (!Array.isArray(job) || job[0] !== "Typeset") continue;
+          var element = job[2];
+          var ready = mj.startup && mj.startup.promise ? mj.startup.promise : Promise.resolve();
+          ready.then(function () {
+            return mj.typesetPromise ? mj.typesetPromise(element ? [element] : undefined) : null;
+          }).catch(function (err) { console.warn("MathJax could not typeset a widget", err); });
+        }
+      },
+    };
+  }
+  bridge();
+  document.addEventListener("DOMContentLoaded", bridge);
+  window.addEventListener("load", bridge);
+})();
+"""
+
+
+def _write_script(app) -> None:
+    if app.builder.format != "html":
+        return
+    target = Path(app.outdir) / "_static" / SCRIPT
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists() or target.read_text() != JS:
+        target.write_text(JS)
+
+
+def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen = set()
+    unique = []
+    for script in scripts:
+        filename = getattr(script, "filename", str(script)) or ""  # None and "" both mean inline
+        body = getattr(script, "attributes", {}).get("body", "")
+        key = (filename, body)
+        if key in seen:
+            continue
+        seen.add(key)
+        unique.append(script)
+    scripts[:] = unique
+
+
+def setup(app):
+    app.connect("builder-inited", _write_script)
+    app.add_js_file(SCRIPT, priority=100)
+    app.connect("html-page-context", _dedupe_scripts, priority=999)  # after every other handler
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
