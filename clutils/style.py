@@ -142,8 +142,16 @@ def caption(dataset: str | None, profile: str, device: str, seed: int, **extra) 
 
 
 def add_caption(fig, text: str, *, fontsize: float = 9.0) -> None:
-    """Write ``text`` under ``fig`` (kept in the saved/inline image, so the book shows it)."""
-    fig.text(0.01, -0.01, text, ha="left", va="top", fontsize=fontsize, color="#555555", style="italic")
+    """Write ``text`` under everything drawn in ``fig`` (tick labels included).
+
+    The caption is part of the image (saved with ``bbox_inches="tight"``, as the
+    notebook's inline backend does), so the book shows it under the figure.
+    """
+    fig.canvas.draw()
+    box = fig.get_tightbbox(fig.canvas.get_renderer())  # inches
+    y = box.y0 / fig.get_figheight() - 0.01
+    x = max(box.x0 / fig.get_figwidth(), 0.0)
+    fig.text(x, y, text, ha="left", va="top", fontsize=fontsize, color="#555555", style="italic")
 
 
 def show_caption(text: str, title: str | None = None) -> None:

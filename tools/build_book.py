@@ -343,6 +343,9 @@ def execute_notebook(
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    # Store the prose exactly as in the source, so a later merge of unchanged prose is a no-op.
+    normalised = merge_prose(source, read_notebook(partial))
+    partial.write_text(json.dumps(normalised, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     partial.replace(executed)
     key_file.write_text(key + "\n")
     result = NotebookResult(name, "executed", time.perf_counter() - start)

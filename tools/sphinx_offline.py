@@ -3,8 +3,9 @@
 Loaded through ``sphinx.local_extensions`` in ``_config.yml``. It
 
 * adds ``clutils-widgets.js`` to every page: it tells the ipywidgets HTML
-  embed manager where its fonts are (``__jupyter_widgets_assets_path__``: the
-  vendored copy, not a path next to the page) and bridges the one MathJax 2
+  embed manager where its fonts are (a require.js path for its module and
+  ``__jupyter_widgets_assets_path__``: the vendored copy, not a path next to
+  the page) and bridges the one MathJax 2
   call the manager makes (``MathJax.Hub.Queue``) to the MathJax 3 the book
   loads;
 * removes duplicated inline scripts: sphinx-thebe 0.3 adds its configuration
@@ -21,9 +22,17 @@ JS = r"""// Written by tools/sphinx_offline.py: ipywidgets in the static book, o
 (function () {
   "use strict";
   // The HTML manager's fonts and icons live next to embed-amd.js in _static/vendor/.
+  // embed-amd.js defines the module "@jupyter-widgets/html-manager/dist/libembed-amd",
+  // whose webpack public path (fonts, icons) is derived from the module's require.js
+  // URL: map that module id to the vendored folder (a global `require` object is
+  // read by require.js as its configuration when it loads).
   var here = document.currentScript && document.currentScript.src;
   if (here) {
-    window.__jupyter_widgets_assets_path__ = new URL("../html-manager/", here).href;
+    var assets = new URL("../html-manager/", here).href;
+    window.__jupyter_widgets_assets_path__ = assets;
+    if (typeof window.require === "undefined") {
+      window.require = { paths: { "@jupyter-widgets/html-manager/dist": assets.replace(/\/$/, "") } };
+    }
   }
   // The HTML manager typesets widget labels with MathJax 2's MathJax.Hub.Queue;
   // the book loads MathJax 3, so bridge that call to MathJax.typesetPromise.

@@ -21,9 +21,9 @@ EXPERIMENT = "intro-forgetting"
 
 #: The three runs of the notebook: label -> (benchmark preset, scenario).
 SCENARIOS = {
-    "domain-incremental (permuted)": ("permuted-mnist", "domain"),
-    "task-incremental (split, one head per task)": ("split-mnist", "task"),
-    "class-incremental (split, one head)": ("split-mnist", "class"),
+    "domain-incremental": ("permuted-mnist", "domain"),
+    "task-incremental": ("split-mnist", "task"),
+    "class-incremental": ("split-mnist", "class"),
 }
 
 
