@@ -120,7 +120,7 @@ def quadratic_loss(theta, h, t):
     return h * (theta - t) ** 2
 
 
-def train_task(model, strategy, h, t, steps=4000, lr=2e-4):
+def train_task(model, strategy, h, t, steps=6000, lr=1e-4):
     """The training loop's hook order (train.py), with plain SGD on the quadratic task loss."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     strategy.before_task(model, None)
@@ -164,7 +164,7 @@ def test_omega_matches_eq7_on_a_two_parameter_quadratic(decouple):
     old_surrogate = torch.where(observed, expected1, a_p * expected1 + eps_p) * d ** 2
     expected2 = (omega2 - c_p * old_surrogate) / d ** 2  # Eq. 7
     assert (expected2 > 0).all()  # the case where Eq. 7 needs no clamping
-    assert torch.allclose(s.omega["theta"], expected2, rtol=5e-3)
+    assert torch.allclose(s.omega["theta"], expected2, rtol=5e-3)  # the path integral is first order in lr
     assert observed.tolist() == [False, True]  # parameter 1 went on past its anchor, parameter 2 came back
 
 

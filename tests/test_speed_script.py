@@ -41,7 +41,7 @@ def offline_env(tmp_path):
 
 
 def run_script(args, env, timeout=900):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, check=False,
                           env=env, cwd=str(REPO), timeout=timeout)
 
 

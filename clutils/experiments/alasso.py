@@ -1,0 +1,333 @@
+"""Chapter helpers for ALASSO (Park et al., ICCV 2019): benchmarks, networks, runs and measures.
+
+The notebooks ``notebooks/alasso_*.ipynb`` read a preset
+(``clutils.presets.get("alasso-...", profile)``) and call these helpers; the
+strategy itself is :mod:`clutils.strategies.alasso`, the loss-asymmetry probe
+:mod:`clutils.diagnostics.asymmetry`.
+
+* :func:`permuted_benchmark` and :func:`run_methods`: the permuted-MNIST
+  comparison of Figures 4-7 and Tables 1-2 (one fresh model per method, the
+  same training settings for all);
+* :func:`comparison_table`: final accuracy, its spread across tasks,
+  forgetting and intransigence (Chaudhry et al.) per method;
+* :func:`split_benchmark` and :func:`paper_convnet`: the split CIFAR-10/100 and
+  split Tiny ImageNet experiments (Figures 8-9) with the conv nets of
+  Tables D and E, or the quick profile's stand-in;
+* :data:`PAPER`: the paper's own numbers, for the scorecard.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .. import metrics
+from ..data import benchmarks as bm
+from ..data.datasets import load_dataset
+from ..data.named import make_benchmark
+from ..data.tensors import Dataset, TensorData, subset_per_class
+from ..models import ContinualModel, MultiHead, build_model
+from ..result import Result
+from ..strategies import make
+from ..train import TrainConfig, fit
+
+#: The paper's numbers (Table 1, Table 2 and the text of Sections 5.3-5.5).
+PAPER = {
+    "table1": {  # sensitivity to a: average accuracy after 30 and 100 permuted-MNIST tasks
+        30: {0.8: 0.91, 1.0: 0.92, 2.0: 0.94, 3.0: 0.94, 4.0: 0.94, 5.0: 0.94},
+        100: {0.8: 0.59, 1.0: 0.62, 2.0: 0.79, 3.0: 0.79, 4.0: 0.78, 5.0: 0.75},
+    },
+    "table2_permuted": {  # A_30, F_30, I_30
+        "EWC": (0.738, 0.243, 0.010), "SI": (0.752, 0.232, 0.008), "ALASSO": (0.944, 0.027, 0.015),
+    },
+    "table2_cifar": {"SI": (0.632, 0.110, 0.137), "ALASSO": (0.697, 0.026, 0.123)},
+    "margin_points": 15.0,  # "outperforms all compared methods with large margins (about 15% point at least)"
+    "cifar_gain_points": 5.7,  # ALASSO - SI on split CIFAR-10/100, on average
+    "cifar_si_drop_points": 13.9,  # how much SI's accuracy drops
+    "cifar_recovered": 0.41,  # share of SI's lost accuracy that ALASSO recovers
+    "tiny_alasso": 0.594, "tiny_single": 0.589,  # split Tiny ImageNet average validation accuracy
+    "tiny_gain_points": 10.0,  # ALASSO - SI, "approximately 10% point"
+}
+
+#: Display name -> (registry name, model options). Dropout follows Goodfellow et al. (2013).
+METHODS = {
+    "SGD": ("naive", {}),
+    "SGD+dropout": ("naive", {"dropout": 0.5, "input_dropout": 0.2}),
+    "EWC": ("ewc", {}),
+    "MAS": ("mas", {}),
+    "SI": ("si", {}),
+    "ALASSO": ("alasso", {}),
+    "single_task": ("separate", {}),
+    "multi_task": ("joint", {}),
+}
+
+#: Colours of the book's palette for each display name (see ``clutils.style``).
+STYLE_NAMES = {"SGD": "naive", "SGD+dropout": "frozen", "EWC": "ewc", "MAS": "mas", "SI": "si",
+               "ALASSO": "alasso", "single_task": "l2", "multi_task": "joint"}
+
+
+# ----------------------------------------------------------------------------- permuted MNIST
+
+def permuted_benchmark(settings: Mapping[str, Any], dataset: str | None = None, seed: int = 0,
+                       n_tasks: int | None = None, root=None) -> bm.Benchmark:
+    """Permuted MNIST (or ``dataset``) with the preset's sizes; the first task unpermuted as in the authors' code."""
+    return make_benchmark(
+        "permuted-mnist", dataset=dataset, n_tasks=n_tasks or settings["tasks"], seed=seed,
+        first_unpermuted=settings.get("first_unpermuted", True),
+        train_per_class=settings.get("train_per_class"), test_per_class=settings.get("test_per_class"),
+        root=root,
+    )
+
+
+def train_config(settings: Mapping[str, Any], seed: int = 0, progress: bool = False) -> TrainConfig:
+    """The training settings every method of a comparison shares."""
+    return TrainConfig(
+        epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
+        optimizer=settings.get("optimizer", "adam"), reset_optimizer=settings.get("reset_optimizer", False),
+        seed=seed, progress=progress,
+    )
+
+
+def method_spec(label: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"strategy", "hp", "model"}`` of a display name, the preset's hyperparameters filled in.
+
+    ``settings["methods"][label]`` may override any of the three keys (e.g. the
+    ablations: ``{"strategy": "alasso", "hp": {"omega": "si"}}``).
+    """
+    custom = dict(settings.get("methods", {}).get(label, {}))
+    strategy, model = METHODS.get(label, (custom.get("strategy"), {}))
+    if strategy is None:
+        raise ValueError(f"unknown method {label!r}: give its 'strategy' in settings['methods']")
+    strategy = custom.get("strategy", strategy)
+    hp = dict(settings.get("hp", {}).get(strategy, {}))
+    hp.update(custom.get("hp", {}))
+    return {"strategy": strategy, "hp": hp, "model": {**model, **custom.get("model", {})}}
+
+
+def build_net(benchmark: bm.Benchmark, settings: Mapping[str, Any], seed: int,
+              model_options: Mapping[str, Any] | None = None) -> ContinualModel:
+    """The preset's network for ``benchmark``: the MLP, or the conv net of Table D / E."""
+    options = dict(model_options or {})
+    arch = settings.get("arch", "mlp")
+    if arch == "mlp":
+        return build_model(benchmark, hidden=tuple(settings["hidden"]), seed=seed, **options)
+    return paper_convnet(arch, benchmark, seed=seed, **options)
+
+
+def run_method(label: str, benchmark: bm.Benchmark, settings: Mapping[str, Any], *, seed: int = 0,
+               device="auto", progress: bool = False, spec: Mapping[str, Any] | None = None) -> Result:
+    """Train a fresh network on ``benchmark`` with the method ``label`` (see :func:`method_spec`)."""
+    spec = dict(spec or method_spec(label, settings))
+    model = build_net(benchmark, settings, seed, spec.get("model"))
+    strategy = make(spec["strategy"], **spec.get("hp", {}))
+    started = time.perf_counter()
+    result = fit(model, benchmark, strategy, train_config(settings, seed, progress), device=device,
+                 meta={"label": label, "model": dict(spec.get("model", {})), "arch": settings.get("arch", "mlp")})
+    result.timings["wall_seconds"] = [time.perf_counter() - started]
+    return result
+
+
+def run_methods(labels: Sequence[str], benchmark: bm.Benchmark, settings: Mapping[str, Any], *,
+                seed: int = 0, device="auto", progress: bool = False,
+                specs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Result]:
+    """:func:`run_method` for each label, in order; ``specs`` overrides a label's spec."""
+    specs = specs or {}
+    return {label: run_method(label, benchmark, settings, seed=seed, device=device, progress=progress,
+                              spec=specs.get(label)) for label in labels}
+
+
+def a_sweep_specs(settings: Mapping[str, Any], values: Sequence[float]) -> dict[str, dict[str, Any]]:
+    """Table 1: ALASSO with each ``a`` (everything else as the preset's ALASSO)."""
+    base = method_spec("ALASSO", settings)
+    return {f"a={a:g}": {**base, "hp": {**base["hp"], "a": float(a)}} for a in values}
+
+
+# ----------------------------------------------------------------------------- measures
+
+def std_curve(R) -> np.ndarray:
+    """Standard deviation of the per-task accuracy over the tasks seen so far (Figures 6 and L)."""
+    R = np.asarray(R, dtype=float)
+    return np.array([R[i, : i + 1].std() for i in range(len(R))])
+
+
+def comparison_table(results: Mapping[str, Result], reference: str | None = "multi_task") -> pd.DataFrame:
+    """One row per method: final average accuracy (A), its spread across tasks, forgetting (F) and
+    intransigence (I) of Chaudhry et al. (2018), the measures of Table 2.
+
+    Intransigence needs the accuracy a model trained on all data so far reaches on each
+    new task: the diagonal of ``results[reference]`` (joint training), when present.
+    """
+    ref = None
+    if reference is not None and reference in results:
+        R_ref = results[reference].R
+        ref = np.diag(R_ref[:, : len(R_ref)])
+    rows = []
+    for label, result in results.items():
+        R = result.R[:, : len(result.R)]
+        row = {
+            "method": label,
+            "A (final average accuracy)": metrics.average_accuracy(R),
+            "std across tasks": float(R[-1].std()),
+            "F (forgetting)": metrics.forgetting(R),
+            "I (intransigence)": metrics.intransigence(R, ref) if ref is not None else np.nan,
+            "train seconds": float(sum(result.timings.get("train_seconds", []))),
+        }
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
+
+
+def curves_frame(results: Mapping[str, Result]) -> pd.DataFrame:
+    """Long form: method, tasks learned, average accuracy so far and its std across tasks."""
+    rows = []
+    for label, result in results.items():
+        R = result.R[:, : len(result.R)]
+        for t, (mean, std) in enumerate(zip(metrics.average_accuracy_curve(R), std_curve(R)), 1):
+            rows.append({"method": label, "tasks learned": t, "average accuracy": mean, "std across tasks": std})
+    return pd.DataFrame(rows)
+
+
+def snapshot_frame(results: Mapping[str, Result], snapshots: Sequence[int]) -> pd.DataFrame:
+    """Per-task accuracy after tasks ``snapshots`` (1-based), the bars of Figures 8 and 9."""
+    rows = []
+    for label, result in results.items():
+        R = result.R
+        for t in snapshots:
+            if t > len(R):
+                continue
+            for j in range(t):
+                rows.append({"method": label, "after task": t, "task": j + 1, "accuracy": R[t - 1, j]})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- conv nets (Tables D and E)
+
+#: Tables D and E: conv blocks (channels of each 3x3 conv, then 2x2 max pooling and dropout 0.25),
+#: then one dense layer with dropout 0.5 and a per-task softmax.
+CONV_TABLES = {
+    "table-d": {"blocks": [[4, 4], [8, 8]], "fc": 64},  # split CIFAR-10/100 (input 32x32x3)
+    "table-e": {"blocks": [[32], [32], [64], [64], [64]], "fc": 2048},  # Tiny ImageNet (input 224x224x3)
+}
+
+
+class PaperConvNet(nn.Module):
+    """The conv nets of ALASSO's Tables D and E ('same' padding, ReLU, 2x2 max pooling, dropout).
+
+    A pooling layer is skipped when the feature map is already smaller than 2x2
+    (the quick profile's 28x28 stand-in runs Table E's five blocks that way).
+    """
+
+    def __init__(self, blocks: Sequence[Sequence[int]], fc: int, in_channels: int = 3, image_size: int = 32,
+                 dropout: bool = True):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels, size = in_channels, image_size
+        for block in blocks:
+            for width in block:
+                layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()]
+                channels = width
+            if size >= 2:
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+            if dropout:
+                layers.append(nn.Dropout(0.25))
+        layers.append(nn.Flatten())
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Sequential(nn.Linear(channels * size * size, fc), nn.ReLU(),
+                                *([nn.Dropout(0.5)] if dropout else []))
+        self.out_features = fc
+        self.flat_features = channels * size * size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.layers(x))
+
+
+def paper_convnet(table: str, benchmark: bm.Benchmark, seed: int | None = None, dropout: bool = True,
+                  **_ignored) -> ContinualModel:
+    """Table D or E's conv net with one output layer per task (the paper's per-task softmax)."""
+    if table not in CONV_TABLES:
+        raise ValueError(f"unknown conv net {table!r}; choose one of: {', '.join(CONV_TABLES)}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    shape = benchmark.input_shape
+    body = PaperConvNet(CONV_TABLES[table]["blocks"], CONV_TABLES[table]["fc"], shape[0], shape[-1], dropout)
+    return ContinualModel(body, MultiHead(body.out_features, benchmark.head_sizes))
+
+
+# ----------------------------------------------------------------------------- split benchmarks
+
+def _subsample(dataset: Dataset, train_per_class, test_per_class, seed: int) -> Dataset:
+    train, test = dataset.train, dataset.test
+    if train_per_class is not None:
+        train = subset_per_class(train, train_per_class, seed)
+    if test_per_class is not None:
+        test = subset_per_class(test, test_per_class, seed + 1)
+    return Dataset(dataset.name, TensorData(train.x, train.y), TensorData(test.x, test.y), dataset.n_classes,
+                   dataset.class_names, dataset.source, dataset.extra)
+
+
+def _keep_classes(dataset: Dataset, classes: Sequence[int]) -> Dataset:
+    """Only ``classes``, renumbered 0..len-1 in the given order."""
+    lookup = torch.full((dataset.n_classes,), -1, dtype=torch.int64)
+    lookup[torch.tensor(list(classes))] = torch.arange(len(classes))
+
+    def keep(d: TensorData) -> TensorData:
+        index = torch.nonzero(lookup[d.y.cpu()] >= 0).flatten()
+        part = d.take(index)
+        return part.with_labels(lookup.to(part.y.device)[part.y])
+
+    names = tuple(dataset.class_names[c] for c in classes) if dataset.class_names else ()
+    return Dataset(dataset.name, keep(dataset.train), keep(dataset.test), len(classes), names, dataset.source)
+
+
+def split_benchmark(spec: Mapping[str, Any], dataset: str | None = None, seed: int = 0, root=None) -> bm.Benchmark:
+    """A task-incremental split benchmark from a preset entry (``spec``).
+
+    ``spec["kind"]``:
+
+    * ``"cifar10-100"``: CIFAR-10's classes then CIFAR-100's, the first
+      ``tasks * classes_per_task`` of them in this order, ``classes_per_task``
+      per task (the paper: 30 tasks of 3 classes; it does not say which classes,
+      this fixed order is our choice);
+    * ``"tiny-imagenet"``: Tiny ImageNet's 200 classes in ``wnids`` order,
+      ``classes_per_task`` per task (the paper: 30 tasks of 6), images at ``size``;
+    * ``"split"``: a plain split of ``spec["dataset"]`` (the quick stand-in).
+
+    ``dataset`` (the notebooks' parameter) replaces the paper's data by a plain split of it.
+    """
+    tasks, per_task = spec["tasks"], spec.get("classes_per_task")
+    tpc, vpc = spec.get("train_per_class"), spec.get("test_per_class")
+    kind = spec["kind"] if dataset is None else "split"
+    if kind == "cifar10-100":
+        c10 = _subsample(load_dataset("cifar10", root), tpc, vpc, seed)
+        c100 = _subsample(load_dataset("cifar100", root), tpc, vpc, seed)
+        both = _keep_classes(bm.concatenate_datasets(c10, c100), list(range(tasks * per_task)))
+        result = bm.split(both, tasks, "task", seed=None)
+        result.name = f"split CIFAR-10/100 ({tasks} tasks of {per_task} classes)"
+    elif kind == "tiny-imagenet":
+        data = load_dataset("tiny-imagenet", root, size=spec.get("size"),
+                            max_per_class=max(x for x in (tpc, vpc) if x is not None) if (tpc or vpc) else None)
+        data = _keep_classes(_subsample(data, tpc, vpc, seed), list(range(tasks * per_task)))
+        result = bm.split(data, tasks, "task", seed=None)
+        result.name = f"split Tiny ImageNet ({tasks} tasks of {per_task} classes)"
+    else:
+        name = dataset or spec["dataset"]
+        data = _subsample(load_dataset(name, root), tpc, vpc, seed)
+        n_tasks = spec.get("standin_tasks", tasks) if dataset is not None else tasks
+        result = bm.split(data, n_tasks, "task", seed=None)
+        result.name = f"split {data.name} ({n_tasks} tasks of {data.n_classes // n_tasks} classes)"
+    return result
+
+
+def describe_run(benchmark: bm.Benchmark, settings: Mapping[str, Any], arch: str | None = None) -> str:
+    """What ran, for captions: benchmark, sizes, network and epochs."""
+    task0 = benchmark.tasks[0]
+    arch = arch or settings.get("arch", "mlp")
+    net = f"MLP {'x'.join(str(h) for h in settings['hidden'])}" if arch == "mlp" else {
+        "table-d": "Table D conv net", "table-e": "Table E conv net"}.get(arch, arch)
+    return (f"{benchmark.name}: {len(benchmark)} tasks, {len(task0.train)} training / {len(task0.test)} test "
+            f"samples per task; {net}; {settings['epochs']} epochs per task, batch {settings['batch_size']}, "
+            f"{settings.get('optimizer', 'adam')} lr {settings['lr']:g}")
