@@ -273,8 +273,8 @@ def sampled_labels(model, x, task, seed):
 
 def assert_close(a: dict, b: dict):
     assert sorted(a) == sorted(b)
-    for n in a:
-        torch.testing.assert_close(a[n], b[n], rtol=1e-4, atol=1e-7, msg=lambda m: f"{n}: {m}")
+    for n, value in a.items():
+        torch.testing.assert_close(value, b[n], rtol=1e-4, atol=1e-7, msg=lambda m, n=n: f"{n}: {m}")
 
 
 @pytest.mark.parametrize("kind", ["empirical", "true"])
@@ -283,7 +283,7 @@ def test_vectorised_fisher_equals_a_loop_over_single_samples(kind):
         n_out = model(x[:1], task).shape[1]
         y = torch.randint(0, n_out, (len(x),), generator=torch.Generator().manual_seed(1))
         labels = y if kind == "empirical" else sampled_labels(model, x, task, seed=7)
-        expected = slow_per_sample(model, x, task, lambda i, lg: F.log_softmax(lg, -1)[labels[i]], 2)
+        expected = slow_per_sample(model, x, task, lambda i, lg, labels=labels: F.log_softmax(lg, -1)[labels[i]], 2)
         for fast_linear in (True, False):
             for chunk_size in (1, 4, len(x)):  # chunking gives the same result
                 got = diagonal_fisher(model, x, y, task, kind, chunk_size, torch.Generator().manual_seed(7),
@@ -312,6 +312,24 @@ def test_mas_importance_equals_a_loop_over_single_samples():
         for fast_linear in (True, False):
             for chunk_size in (1, 4, len(x)):
                 assert_close(mas_importance(model, x, task, chunk_size, fast_linear), expected)
+
+
+def test_fisher_and_mas_ignore_the_closed_outputs_of_an_expanding_head():
+    bench = benchmark("split-class")
+    model = build_model(bench, hidden=(8,), expanding_head=True, seed=0)
+    task = bench.tasks[1]
+    model.prepare_task(bench.tasks[0].classes, "class")
+    model.prepare_task(task.classes, "class")
+    x, y = task.train.x[:10], task.train.y[:10]
+    closed = [c for c in range(bench.n_classes) if c not in bench.tasks[0].classes + task.classes]
+    for kind in ("empirical", "true"):
+        fisher = diagonal_fisher(model, x, y, None, kind, 4, torch.Generator().manual_seed(0))
+        assert all(torch.isfinite(v).all() for v in fisher.values())
+        assert fisher["head.linear.weight"][closed].abs().sum() == 0
+    omega = mas_importance(model, x, None, 4)
+    assert all(torch.isfinite(v).all() for v in omega.values())
+    assert omega["head.linear.weight"][closed].abs().sum() == 0
+    assert omega["body.layers.1.weight"].abs().sum() > 0
 
 
 # ------------------------------------------------------------------------------------------ EWC

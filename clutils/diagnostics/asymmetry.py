@@ -141,7 +141,7 @@ class _LossEvaluator:
         self.model, self.x, self.y, self.task, self.loss_fn = model, x, y, task, loss_fn
         self.stages = self._stages(model)
         self.owner = {}  # parameter name -> (stage index, module, local parameter name)
-        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.cache: dict[int, torch.Tensor] = {}  # stage index -> its input (the last: the logits)
         if self.stages is not None:
             prefix = {id(m): i for i, m in enumerate(self.stages)}
             for mod_name, module in model.named_modules():
@@ -173,21 +173,25 @@ class _LossEvaluator:
             h = module(h)
         return self.stages[-1](h, self.task)
 
+    def _activations(self) -> list[torch.Tensor]:
+        """The input of every stage and the final logits at the trained weights (computed once)."""
+        if not self.cache:
+            acts = [self.x]
+            for k, module in enumerate(self.stages):
+                h = acts[-1]
+                acts.append(module(h, self.task) if k == len(self.stages) - 1 else module(h))
+            self.cache = {k: a for k, a in enumerate(acts)}
+        return [self.cache[k] for k in range(len(self.cache))]
+
     def _stage_io(self, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Input and output of ``stage`` at the trained weights (cached)."""
-        if stage not in self.cache:
-            h = self.x
-            for module in self.stages[:stage]:
-                h = module(h)
-            module = self.stages[stage]
-            out = module(h, self.task) if stage == len(self.stages) - 1 else module(h)
-            self.cache[stage] = (h, out)
-        return self.cache[stage]
+        """Input and output of ``stage`` at the trained weights."""
+        acts = self._activations()
+        return acts[stage], acts[stage + 1]
 
     @torch.no_grad()
-    def changes(self, name: str, index: int, offsets: np.ndarray) -> np.ndarray:
+    def changes(self, name: str, index: int, offsets) -> np.ndarray:
         """``L(theta* + offset e_k) - L(theta*)`` for every offset."""
-        offsets_t = torch.as_tensor(offsets, dtype=self.x.dtype, device=self.x.device)
+        offsets_t = torch.tensor(np.asarray(offsets, dtype=float), dtype=self.x.dtype, device=self.x.device)
         if name in self.owner:
             stage, module, local = self.owner[name]
             if isinstance(module, nn.Linear) and local in ("weight", "bias"):
@@ -196,20 +200,38 @@ class _LossEvaluator:
         return self._full_changes(name, index, offsets_t)
 
     def _linear_changes(self, stage, module, local, index, offsets_t) -> np.ndarray:
-        h, out = self._stage_io(stage)
-        K = len(offsets_t)
+        """One weight or bias of an ``nn.Linear`` moved: only output column ``i`` changes.
+
+        The changed column goes through the element-wise layers that follow
+        (ReLU, dropout in eval mode) on its own, and into the next ``nn.Linear`` as
+        a rank-one update (``column change x W[:, i]``): no matrix product until
+        the layer after that.
+        """
+        acts = self._activations()
+        h, out = acts[stage], acts[stage + 1]
         if local == "weight":
             i, j = divmod(index, module.in_features)
             column = h.reshape(len(h), -1)[:, j]
         else:
             i, column = index, torch.ones(len(h), dtype=h.dtype, device=h.device)
-        batched = out.unsqueeze(0).repeat(K, *([1] * out.dim()))  # K x N x out
-        batched[:, :, i] += offsets_t[:, None] * column[None, :]
-        flat = batched.reshape(K * len(h), *out.shape[1:])
-        if stage == len(self.stages) - 1:
-            logits = flat
+        new = out[:, i].unsqueeze(0) + offsets_t[:, None] * column[None, :]  # K x N
+        base = out[:, i]
+        k = stage + 1
+        while k < len(self.stages) - 1 and isinstance(self.stages[k], _ELEMENTWISE):
+            new, base = self.stages[k](new), acts[k + 1][:, i]
+            k += 1
+        K = len(offsets_t)
+        nxt = self.stages[k] if k < len(self.stages) - 1 else None
+        if isinstance(nxt, nn.Linear) and out.dim() == 2:
+            # rank-one update of the next linear layer's output
+            changed = acts[k + 1].unsqueeze(0) + (new - base)[:, :, None] * nxt.weight[:, i][None, None, :]
+            flat = changed.reshape(K * len(h), -1)
+            logits = flat if k + 1 == len(self.stages) else self._run_from(k + 1, flat)
         else:
-            logits = self._run_from(stage + 1, flat)
+            layer_in = acts[k].unsqueeze(0).repeat(K, *([1] * acts[k].dim()))
+            layer_in[:, :, i] = new
+            flat = layer_in.reshape(K * len(h), *acts[k].shape[1:])
+            logits = self._run_from(k, flat)
         return self._per_offset(logits, K)
 
     def _stage_changes(self, stage, name, index, offsets_t) -> np.ndarray:
@@ -244,6 +266,9 @@ class _LossEvaluator:
         n = len(self.y)
         per_sample = self.loss_fn(logits, self.y.repeat(K), reduction="none").reshape(K, n)
         return (per_sample.mean(1) - self.base).cpu().numpy()
+
+
+_ELEMENTWISE = (nn.ReLU, nn.Dropout, nn.Identity, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.ELU)
 
 
 def _forward(model: nn.Module, x: torch.Tensor, task) -> torch.Tensor:

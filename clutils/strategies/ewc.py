@@ -18,8 +18,9 @@ constraints of the earlier tasks):
 Hyperparameters (``defaults``):
 
 * ``lam`` (lambda, the strength): Kirkpatrick et al. tune it per experiment and
-  publish no general value; 100 is this book's default for the MLPs on permuted
-  and split MNIST with the mean (1/N) Fisher used here. Large values make the
+  publish no general value, so 100 here is *not* a paper value: it is a middle
+  setting (with the mean, 1/N, Fisher used here) that removes most forgetting of
+  small MLPs on permuted digits; tune it per experiment. Large values make the
   step ``lr * lam * F_k`` overshoot (Maltoni and Lomonaco, Eq. 7).
 * ``fisher``: ``"true"`` (labels sampled from the model's predictive
   distribution, the Fisher of the paper, seeded by ``seed``) or ``"empirical"``

@@ -30,7 +30,7 @@ Linear weights are assumed to be used only by their own module's forward.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
