@@ -80,6 +80,8 @@ ISSUE_AVALANCHE = {
 }
 
 RESULT_TAG = "@@speed-result@@"
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = time.perf_counter  # the worker's clock, set from --clock
 LR = 1e-3
 SEED = 0
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 60_000, 10_000
@@ -159,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bare training steps each subprocess takes before timing (default 10)")
     parser.add_argument("--threads", type=_positive, default=None,
                         help="torch.set_num_threads in every run (default: torch's own choice)")
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                        help="wall: elapsed time; cpu: the process's CPU time (all its threads), far "
+                             "steadier on a shared machine, meaningful with --threads 1 (default wall)")
     parser.add_argument("--json", metavar="PATH", default=None, help="also write every measurement as JSON")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return parser
@@ -374,7 +379,7 @@ def run_bare(benchmark, model, spec: dict, device) -> dict:
     # The same shuffles as clutils (its private helper, if it is still there).
     shuffle_seed = getattr(clutils.train, "_shuffle_seed", lambda seed, task, epoch: seed * 1_000_003 + task * 1_009 + epoch)
     _sync(device)
-    started = time.perf_counter()
+    started = _clock()
     for task in benchmark.tasks:
         x, y = task.train.x, task.train.y
         optimizer = torch.optim.Adam(model.parameters(), lr=LR)
@@ -383,7 +388,7 @@ def run_bare(benchmark, model, spec: dict, device) -> dict:
             order = torch.randperm(len(y), generator=generator).to(device)
             _bare_steps(model, x, y, order, spec["batch_size"], optimizer)
     _sync(device)
-    train = time.perf_counter() - started
+    train = _clock() - started
     return {"train_s": train, "step_s": train, "after_task_s": 0.0, "state_numel": 0}
 
 
@@ -393,17 +398,22 @@ def _timed_method(obj, name: str, sink: list[float], device) -> None:
 
     def timed(*args, **kwargs):
         _sync(device)
-        started = time.perf_counter()
+        started = _clock()
         out = original(*args, **kwargs)
         _sync(device)
-        sink.append(time.perf_counter() - started)
+        sink.append(_clock() - started)
         return out
 
     setattr(obj, name, timed)
 
 
 def run_clutils(benchmark, model, spec: dict, device) -> dict:
-    """``clutils.train.fit`` with its evaluation time left out (``Result.timings``)."""
+    """``clutils.train.fit`` less the time of its ``evaluate`` calls.
+
+    ``fit`` looks ``train_task`` and ``evaluate`` up in ``clutils.train`` at each
+    call, so wrapping them there times the step loop and the evaluations (with
+    ``--clock``; ``Result.timings``, wall time, is kept in the JSON as a cross-check).
+    """
     import clutils.train as train_module
     from clutils.strategies import make
     from clutils.train import TrainConfig, fit
@@ -411,17 +421,24 @@ def run_clutils(benchmark, model, spec: dict, device) -> dict:
     strategy = make(spec["strategy"])
     step_times: list[float] = []
     after_task_times: list[float] = []
+    eval_times: list[float] = []
     _timed_method(strategy, "after_task", after_task_times, device)
-    _timed_method(train_module, "train_task", step_times, device)  # fit calls it per task
+    _timed_method(train_module, "train_task", step_times, device)
+    _timed_method(train_module, "evaluate", eval_times, device)
     config = TrainConfig(epochs=spec["epochs"], batch_size=spec["batch_size"], lr=LR,
                          optimizer="adam", seed=SEED, progress=False)
+    _sync(device)
+    started = _clock()
     result = fit(model, benchmark, strategy, config, device=device)
-    if len(step_times) != len(benchmark):
-        raise RuntimeError("clutils.train.fit no longer calls clutils.train.train_task once per task; "
-                           "update benchmarks/speed.py to time its step loop")
+    _sync(device)
+    total = _clock() - started
+    if len(step_times) != len(benchmark) or len(eval_times) < len(benchmark):
+        raise RuntimeError("clutils.train.fit no longer calls clutils.train.train_task and evaluate for "
+                           "each task; update benchmarks/speed.py to time its step loop and evaluation")
     return {
-        "train_s": sum(result.timings["train_seconds"]),
-        "eval_s": sum(result.timings["eval_seconds"]),
+        "train_s": total - sum(eval_times),
+        "eval_s": sum(eval_times),
+        "timings_train_seconds": sum(result.timings["train_seconds"]),
         "step_s": sum(step_times),
         "after_task_s": sum(after_task_times),
         "state_numel": _state_numel(strategy.state_dict()),
@@ -474,11 +491,11 @@ def run_avalanche(benchmark, model, spec: dict, device) -> dict:
 
         def after_training_epoch(self, strategy, **kwargs):
             _sync(device)
-            self.epoch_end = time.perf_counter()
+            self.epoch_end = _clock()
 
         def after_training_exp(self, strategy, **kwargs):
             _sync(device)
-            self.after_task.append(time.perf_counter() - self.epoch_end)
+            self.after_task.append(_clock() - self.epoch_end)
 
     scenario = create_generic_benchmark_from_tensor_lists(
         train_tensors=[(t.train.x.cpu(), t.train.y.cpu()) for t in benchmark.tasks],
@@ -497,10 +514,10 @@ def run_avalanche(benchmark, model, spec: dict, device) -> dict:
     train = 0.0
     for experience in scenario.train_stream:
         _sync(device)
-        started = time.perf_counter()
+        started = _clock()
         strategy.train(experience, eval_streams=[])
         _sync(device)
-        train += time.perf_counter() - started
+        train += _clock() - started
     after_task = sum(clock.after_task)
     return {"train_s": train, "step_s": train - after_task, "after_task_s": after_task,
             "state_numel": None, "avalanche_version": avalanche.__version__}
@@ -510,6 +527,8 @@ def worker(spec: dict) -> dict:
     """One configuration in this (fresh) process; returns its measurements."""
     import torch
 
+    global _clock
+    _clock = CLOCKS[spec.get("clock", "wall")]
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
@@ -752,15 +771,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cpu" and threads > 1 and os.getloadavg()[0] > (os.cpu_count() or 1):
         print(f"warning: the machine is busy (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs); "
               f"with {threads} intra-op threads a step waits for descheduled threads and timings "
-              "swing several-fold: consider --threads 1", flush=True)
+              "swing several-fold: consider --threads 1 --clock cpu", flush=True)
+    if args.clock == "cpu" and threads > 1:
+        print(f"note: --clock cpu with {threads} threads adds up every thread's CPU time, spin-waiting "
+              "included; it is meant for --threads 1", flush=True)
     print(f"strategies: {', '.join(args.strategies)}; avalanche: "
           + ("on" if use_avalanche else "off") + (f" ({avalanche_note})" if avalanche_note else ""))
-    print("timed: training only (clutils: Result.timings train_seconds, after_task included; "
+    clock = ("wall-clock time" if args.clock == "wall"
+             else "CPU time of the process (time.process_time), not wall time")
+    print(f"timed: training only, {clock} (clutils: fit less its evaluate calls, after_task included; "
           "Avalanche: strategy.train per experience, eval_every=-1, no metrics/loggers)", flush=True)
 
     base = {"data": data_kind, "samples": args.samples, "tasks": args.tasks, "epochs": args.epochs,
             "batch_size": args.batch_size, "device": args.device, "warmup_steps": args.warmup_steps,
-            "threads": args.threads}
+            "threads": args.threads, "clock": args.clock}
     runs: dict = {}
     avalanche_dead = None
     started = time.perf_counter()

@@ -93,12 +93,12 @@ def train_config(settings: Mapping[str, Any], seed: int = 0, progress: bool = Fa
 
 
 def method_spec(label: str, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"strategy", "hp", "model"}`` of a display name, the preset's hyperparameters filled in.
+    """``{"strategy", "hp", "model"}`` of a display name (:data:`METHODS`), with the preset's
+    hyperparameters of that strategy (``settings["hp"][strategy]``) filled in.
 
-    ``settings["methods"][label]`` may override any of the three keys (e.g. the
-    ablations: ``{"strategy": "alasso", "hp": {"omega": "si"}}``).
+    ``settings["method_overrides"][label]`` may override any of the three keys.
     """
-    custom = dict(settings.get("methods", {}).get(label, {}))
+    custom = dict(settings.get("method_overrides", {}).get(label, {}))
     strategy, model = METHODS.get(label, (custom.get("strategy"), {}))
     if strategy is None:
         raise ValueError(f"unknown method {label!r}: give its 'strategy' in settings['methods']")
@@ -138,6 +138,24 @@ def run_methods(labels: Sequence[str], benchmark: bm.Benchmark, settings: Mappin
     specs = specs or {}
     return {label: run_method(label, benchmark, settings, seed=seed, device=device, progress=progress,
                               spec=specs.get(label)) for label in labels}
+
+
+def ablation_specs(settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Figure 5's ablations from ``settings["ablations"]``: ALASSO with one component switched off.
+
+    Each entry's ``hp`` overrides ALASSO's hyperparameters; ``strength_from``
+    takes ``c`` and ``xi`` from another strategy (SI's cumulative Omega is on SI's scale).
+    """
+    base = method_spec("ALASSO", settings)
+    specs = {}
+    for label, entry in settings.get("ablations", {}).items():
+        hp = dict(base["hp"])
+        donor = entry.get("strength_from")
+        if donor is not None:
+            hp.update({k: v for k, v in settings.get("hp", {}).get(donor, {}).items() if k in ("c", "xi")})
+        hp.update(entry.get("hp", {}))
+        specs[label] = {**base, "hp": hp}
+    return specs
 
 
 def a_sweep_specs(settings: Mapping[str, Any], values: Sequence[float]) -> dict[str, dict[str, Any]]:

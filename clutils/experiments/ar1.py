@@ -207,11 +207,14 @@ class BatchSchedule(Strategy):
     Every other hook is the wrapped strategy's.
     """
 
-    def __init__(self, inner: Strategy, repeat_first: int = 1, lr_scale_first: float = 1.0):
+    def __init__(self, inner: Strategy, repeat_first: int = 1, lr_scale_first: float = 1.0,
+                 shared_lr_scale: float = 1.0):
         self.inner = inner
         self.name = inner.name
         self.defaults = inner.defaults
-        self.hp = {**inner.hp, "repeat_first": int(repeat_first), "lr_scale_first": float(lr_scale_first)}
+        self.hp = {**inner.hp, "repeat_first": int(repeat_first), "lr_scale_first": float(lr_scale_first),
+                   "shared_lr_scale": float(shared_lr_scale)}
+        self.shared_lr_scale = float(shared_lr_scale)
         self.needs_task_gradient = inner.needs_task_gradient
         self.benchmark = None
         self.repeat_first = int(repeat_first)
@@ -255,6 +258,11 @@ class BatchSchedule(Strategy):
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             if grads:
                 torch._foreach_mul_(grads, self.lr_scale_first)
+        if self.shared_lr_scale != 1.0:
+            head = {id(p) for layer in model.output_layers() for p in layer.parameters()}
+            grads = [p.grad for p in model.parameters() if p.grad is not None and id(p) not in head]
+            if grads:
+                torch._foreach_mul_(grads, self.shared_lr_scale)
 
     def after_step(self, model):
         self.inner.after_step(model)
@@ -310,12 +318,16 @@ def run_strategy(spec: Mapping[str, Any], settings: Mapping[str, Any], benchmark
     full = run_spec(spec, settings)
     train = full["train"]
     epochs, repeat, scale = _schedule(train, full["first"])
+    shared = float(train.get("shared_lr_scale", 1.0))
     model = build_ar1_model(settings["model"], benchmark, full["head"], full["zero_init"], seed, device, root)
     strategy = make(full["strategy"], **full["hp"])
-    # The decay acts from the second batch on, i.e. with the loop's learning rate.
-    check_lambda(strategy, float(train["lr"]), train.get("optimizer", "sgd"))
-    if repeat != 1 or scale != 1.0:
-        strategy = BatchSchedule(strategy, repeat, scale)
+    # The decay acts from the second batch on, i.e. with the loop's learning rate (times the shared
+    # weights' scale where only they are protected, as in AR1).
+    protects_head = getattr(strategy, "protects_head", True)
+    check_lambda(strategy, float(train["lr"]) * (1.0 if protects_head else min(1.0, shared)),
+                 train.get("optimizer", "sgd"))
+    if repeat != 1 or scale != 1.0 or shared != 1.0:
+        strategy = BatchSchedule(strategy, repeat, scale, shared)
     if observe is not None:
         observe(strategy)
     config = TrainConfig(epochs=epochs, batch_size=int(train["batch_size"]), lr=float(train["lr"]),
