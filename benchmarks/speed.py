@@ -832,10 +832,11 @@ def main(argv: list[str] | None = None) -> int:
     memory = "CUDA allocation" if args.device.startswith("cuda") else "resident memory (VmHWM)"
     print("\n".join([
         "",
-        "x bare            training time / the mean of the two bare-loop runs of the same width and round",
+        f"x bare            training time ({args.clock} clock) / the mean of the two bare runs of its round",
         "step x naive      time in the step loop / that of the same framework's naive (per-step overhead)",
         "after_task/epoch  time after a task's last step (EWC's Fisher, MAS's importance) / one epoch",
-        f"peak MiB          peak {memory} while training, above what was in use before (data, warm-up)",
+        f"peak MiB          peak {memory} while training, above what was in use before (data, warm-up);",
+        "                  clutils' figure includes fit's evaluations (eval batches of 2048)",
         "state/params      numbers in strategy.state_dict() after the last task / the model's parameters",
         "(class-inc.)      the strategy refuses domain-incremental tasks: the same permuted tasks under the",
         "                  class-incremental protocol (one head over all classes, the same model)",

@@ -68,11 +68,12 @@ def test_tiny_run_prints_every_row_and_skips_unimportable_avalanche(tmp_path, of
     (shadow / "__init__.py").write_text("raise ImportError('deliberately broken for the test')\n")
     env = dict(offline_env, PYTHONPATH=os.pathsep.join([str(shadow.parent), offline_env["PYTHONPATH"]]))
     out = tmp_path / "speed.json"
-    done = run_script([*TINY, "--strategies", "naive,si", "--avalanche", "--json", str(out)], env)
+    done = run_script([*TINY, "--strategies", "naive,si", "--avalanche", "--clock", "cpu", "--json", str(out)], env)
     assert done.returncode == 0, done.stdout + done.stderr
     text = done.stdout
 
     assert "data: synthetic random tensors of Fashion-MNIST size" in text
+    assert "CPU time of the process" in text
     assert "Fashion-MNIST not used" in text
     rows = table_rows(text)
     found = {(r[1], r[2]) for r in rows if r[0] == "16"}
@@ -120,6 +121,7 @@ def test_tiny_run_with_avalanche(tmp_path, offline_env):
     (["--repeats", "two"], "positive integer"),
     (["--warmup-steps", "-1"], "non-negative integer"),
     (["--data", "imagenet"], "invalid choice"),
+    (["--clock", "gpu"], "invalid choice"),
 ])
 def test_bad_arguments_are_refused(speed, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -172,4 +174,5 @@ def test_parse_defaults(speed):
     args = speed.parse_args([])
     assert (args.widths, args.tasks, args.epochs, args.batch_size) == ([256, 1000], 3, 1, 256)
     assert args.samples is None and args.avalanche and args.repeats == 1 and args.device == "cpu"
+    assert args.clock == "wall" and args.threads is None
     assert speed.parse_args(["--no-avalanche", "--widths", "8,8,4"]).widths == [8, 4]
