@@ -132,6 +132,7 @@ def plot_weight_change(frame, strategies: Iterable[str] | None = None, kind: str
     n = len(strategies)
     if kind == "bars3d":
         fig = plt.figure(figsize=(size * 1.4 * n, size * 1.6))
+        top = (np.log10(vmax) - np.log10(norm.vmin)) if log else vmax
         for k, name in enumerate(strategies):
             ax = fig.add_subplot(1, n, k + 1, projection="3d")
             part = frame[frame["strategy"] == name]
@@ -145,6 +146,7 @@ def plot_weight_change(frame, strategies: Iterable[str] | None = None, kind: str
             ax.set_yticks(np.arange(len(batches)) + 0.3)
             ax.set_yticklabels([str(b) for b in batches], fontsize="x-small")
             ax.set_ylabel("batch", fontsize="small")
+            ax.set_zlim(0, top * 1.05)
             ax.set_zlabel("log10 mean |change| (shifted)" if log else "mean |change|", fontsize="x-small")
             ax.set_title(name)
         return fig

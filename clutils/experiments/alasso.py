@@ -349,3 +349,84 @@ def describe_run(benchmark: bm.Benchmark, settings: Mapping[str, Any], arch: str
     return (f"{benchmark.name}: {len(benchmark)} tasks, {len(task0.train)} training / {len(task0.test)} test "
             f"samples per task; {net}; {settings['epochs']} epochs per task, batch {settings['batch_size']}, "
             f"{settings.get('optimizer', 'adam')} lr {settings['lr']:g}")
+
+
+# ----------------------------------------------------------------------------- figures
+
+#: Colour and line style per display name: the book's strategy colours, upper bounds in black/grey.
+def method_color(label: str) -> str:
+    from ..style import strategy_color
+
+    fixed = {"single_task": "#555555", "multi_task": "#000000", "SGD+dropout": "#b0b0b0",
+             "asymmetry only": "#e69f00", "exact Omega only": "#cc79a7", "no decoupling": "#882255"}
+    if label in fixed:
+        return fixed[label]
+    if label.startswith("SI"):
+        return strategy_color("si")
+    if label.startswith("ALASSO") or label.startswith("a="):
+        return strategy_color("alasso")
+    return strategy_color(STYLE_NAMES.get(label, label))
+
+
+def method_style(label: str) -> str:
+    return "--" if label in ("single_task", "multi_task") or "tuned" in label else "-"
+
+
+def plot_curves(results: Mapping[str, Result], value: str = "average accuracy", ax=None, title: str | None = None):
+    """Figure 5/K (``"average accuracy"``) or 6/L (``"std across tasks"``) in percent."""
+    import matplotlib.pyplot as plt
+
+    frame = curves_frame(results)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.2))
+    for label, part in frame.groupby("method", sort=False):
+        ax.plot(part["tasks learned"], 100 * part[value], marker="o", ms=3, lw=1.8,
+                color=method_color(label), ls=method_style(label), label=label)
+    ax.set_xlabel("number of tasks learned")
+    ax.set_ylabel({"average accuracy": "average accuracy on tasks so far (%)",
+                   "std across tasks": "std of per-task accuracy (points)"}.get(value, value))
+    if title:
+        ax.set_title(title)
+    return ax.figure
+
+
+def plot_early_tasks(results: Mapping[str, Result], tasks: Sequence[int], ax=None, title: str | None = None):
+    """Figure 4: accuracy of early tasks (1-based) after each later task, one colour per method."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.2))
+    styles = ["-", "--", ":", "-.", (0, (5, 1, 1, 1))]
+    for label, result in results.items():
+        R = result.R
+        for k, j in enumerate(tasks):
+            x = np.arange(j, len(R) + 1)
+            ax.plot(x, 100 * R[j - 1:, j - 1], color=method_color(label), ls=styles[k % len(styles)], lw=1.8,
+                    label=f"{label}, task {j}")
+    ax.set_xlabel("most recently trained task")
+    ax.set_ylabel("test accuracy (%)")
+    if title:
+        ax.set_title(title)
+    return ax.figure
+
+
+def plot_snapshots(frame: pd.DataFrame, title: str | None = None):
+    """Figures 8-9: per-task accuracy after each snapshot task, bars per method."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    snaps = sorted(frame["after task"].unique())
+    fig, axes = plt.subplots(1, len(snaps), figsize=(3.2 * len(snaps) + 1, 3.6), sharey=True, squeeze=False)
+    methods = list(dict.fromkeys(frame["method"]))
+    for ax, t in zip(axes[0], snaps):
+        part = frame[frame["after task"] == t].assign(accuracy=lambda d: 100 * d["accuracy"])
+        sns.barplot(data=part, x="task", y="accuracy", hue="method", hue_order=methods, ax=ax,
+                    palette={m: method_color(m) for m in methods})
+        ax.set_title(f"after task {t}")
+        ax.set_ylabel("test accuracy (%)" if ax is axes[0][0] else "")
+        if ax is not axes[0][-1] and ax.get_legend() is not None:
+            ax.get_legend().remove()
+    axes[0][-1].legend(loc="lower left", fontsize="small")
+    if title:
+        fig.suptitle(title, y=1.03)
+    return fig

@@ -200,28 +200,32 @@ def build_ar1_model(model_spec: Mapping[str, Any], benchmark: bm.Benchmark, head
 class BatchSchedule(Strategy):
     """Wraps a strategy to give the first batch its own epochs and learning rate (Tables 4-5).
 
-    ``repeat_first`` copies of the first batch's data are trained per epoch (so the first
-    batch sees ``repeat_first x`` the loop's epochs) and its gradients are scaled by
-    ``lr_scale_first`` after the strategy's own ``after_backward`` (with SGD and a fresh
-    optimiser per batch, exactly a learning rate ``lr_scale_first x`` the loop's).
-    Every other hook is the wrapped strategy's.
+    The loop trains every batch for the same number of epochs; here the first batch's
+    data are repeated ``repeat_first`` times and the others' ``repeat_rest`` times (so
+    the loop's epochs ``E`` become ``repeat_first x E`` and ``repeat_rest x E``), and the
+    first batch's gradients are scaled by ``lr_scale_first`` after the strategy's own
+    ``after_backward`` (with SGD and a fresh optimiser per batch this is exactly a learning
+    rate ``lr_scale_first x`` the loop's). ``shared_lr_scale`` scales the gradients of every
+    parameter but the output layer's in every batch (a slower learning rate for the shared
+    layers, the usual fine-tuning convention). Every other hook is the wrapped strategy's.
     """
 
     def __init__(self, inner: Strategy, repeat_first: int = 1, lr_scale_first: float = 1.0,
-                 shared_lr_scale: float = 1.0):
+                 shared_lr_scale: float = 1.0, repeat_rest: int = 1):
         self.inner = inner
         self.name = inner.name
         self.defaults = inner.defaults
-        self.hp = {**inner.hp, "repeat_first": int(repeat_first), "lr_scale_first": float(lr_scale_first),
-                   "shared_lr_scale": float(shared_lr_scale)}
-        self.shared_lr_scale = float(shared_lr_scale)
+        self.hp = {**inner.hp, "repeat_first": int(repeat_first), "repeat_rest": int(repeat_rest),
+                   "lr_scale_first": float(lr_scale_first), "shared_lr_scale": float(shared_lr_scale)}
         self.needs_task_gradient = inner.needs_task_gradient
         self.benchmark = None
-        self.repeat_first = int(repeat_first)
+        self.repeat_first, self.repeat_rest = int(repeat_first), int(repeat_rest)
         self.lr_scale_first = float(lr_scale_first)
+        self.shared_lr_scale = float(shared_lr_scale)
         self.task_index = 0
-        if self.repeat_first < 1:
-            raise ValueError(f"repeat_first must be a positive integer, got {repeat_first}")
+        self._shared: list[torch.nn.Parameter] | None = None
+        if self.repeat_first < 1 or self.repeat_rest < 1:
+            raise ValueError(f"repeats must be positive integers, got {repeat_first} and {repeat_rest}")
 
     def __getattr__(self, item):  # the wrapped strategy's own attributes (importance, snapshots, ...)
         if item == "inner":
@@ -230,16 +234,19 @@ class BatchSchedule(Strategy):
 
     def setup(self, model, benchmark):
         self.benchmark = benchmark
+        head = {id(p) for layer in model.output_layers() for p in layer.parameters()}
+        self._shared = [p for p in model.parameters() if id(p) not in head]
+        self._all = list(model.parameters())
         self.inner.setup(model, benchmark)
 
     def training_data(self, task):
         data = self.inner.training_data(task)
-        if task.index > 0 or self.repeat_first == 1:
+        k = self.repeat_first if task.index == 0 else self.repeat_rest
+        if k == 1:
             return data
-        k = self.repeat_first
         ids = data.task_ids.repeat(k) if data.task_ids is not None else None
-        return TrainingData(TensorData(data.data.x.repeat(k, *[1] * (data.data.x.dim() - 1)),
-                                       data.data.y.repeat(k)), ids)
+        x = data.data.x
+        return TrainingData(TensorData(x.repeat(k, *[1] * (x.dim() - 1)), data.data.y.repeat(k)), ids)
 
     def before_task(self, model, task):
         self.task_index = task.index
@@ -255,12 +262,11 @@ class BatchSchedule(Strategy):
     def after_backward(self, model):
         self.inner.after_backward(model)
         if self.task_index == 0 and self.lr_scale_first != 1.0:
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            grads = [p.grad for p in self._all if p.grad is not None]
             if grads:
                 torch._foreach_mul_(grads, self.lr_scale_first)
         if self.shared_lr_scale != 1.0:
-            head = {id(p) for layer in model.output_layers() for p in layer.parameters()}
-            grads = [p.grad for p in model.parameters() if p.grad is not None and id(p) not in head]
+            grads = [p.grad for p in self._shared if p.grad is not None]
             if grads:
                 torch._foreach_mul_(grads, self.shared_lr_scale)
 
@@ -286,19 +292,22 @@ class BatchSchedule(Strategy):
         self.inner.load_state_dict(state)
 
 
-def _schedule(train: Mapping[str, Any], first: Mapping[str, Any] | None) -> tuple[int, int, float]:
-    """(loop epochs, first-batch repeat, first-batch lr scale) for ``train`` and a ``first`` override."""
+def schedule(train: Mapping[str, Any], first: Mapping[str, Any] | None) -> tuple[int, int, int, float]:
+    """(loop epochs, first-batch repeat, later-batch repeat, first-batch lr scale) of a preset's training.
+
+    ``train["epochs"]`` are the epochs of batches 2, 3, ...; ``first`` may give the first
+    batch other ``epochs`` and ``lr``. The loop runs ``gcd`` of the two epoch counts and
+    the data are repeated to make up the rest (60 and 25 epochs: 5 epochs over 12 and 5 copies).
+    """
     epochs = int(train["epochs"])
     if not first:
-        return epochs, 1, 1.0
+        return epochs, 1, 1, 1.0
     first_epochs = int(first.get("epochs", epochs))
     base = math.gcd(epochs, first_epochs)
-    if base != epochs:
-        raise ValueError(f"the first batch's epochs ({first_epochs}) must be a multiple of the others' ({epochs})")
     scale = float(first.get("lr", train["lr"])) / float(train["lr"])
     if scale != 1.0 and train.get("optimizer", "sgd") != "sgd":
         raise ValueError("a first-batch learning rate needs optimizer='sgd' (it is applied as a gradient scale)")
-    return epochs, first_epochs // epochs, scale
+    return base, first_epochs // base, epochs // base, scale
 
 
 # ----------------------------------------------------------------------------- runs
@@ -317,8 +326,10 @@ def run_strategy(spec: Mapping[str, Any], settings: Mapping[str, Any], benchmark
     """Train one strategy of a preset on ``benchmark``; ``observe(strategy)`` may attach trackers first."""
     full = run_spec(spec, settings)
     train = full["train"]
-    epochs, repeat, scale = _schedule(train, full["first"])
+    epochs, repeat_first, repeat_rest, scale = schedule(train, full["first"])
     shared = float(train.get("shared_lr_scale", 1.0))
+    if shared != 1.0 and train.get("optimizer", "sgd") != "sgd":
+        raise ValueError("shared_lr_scale needs optimizer='sgd' (it is applied as a gradient scale)")
     model = build_ar1_model(settings["model"], benchmark, full["head"], full["zero_init"], seed, device, root)
     strategy = make(full["strategy"], **full["hp"])
     # The decay acts from the second batch on, i.e. with the loop's learning rate (times the shared
@@ -326,8 +337,8 @@ def run_strategy(spec: Mapping[str, Any], settings: Mapping[str, Any], benchmark
     protects_head = getattr(strategy, "protects_head", True)
     check_lambda(strategy, float(train["lr"]) * (1.0 if protects_head else min(1.0, shared)),
                  train.get("optimizer", "sgd"))
-    if repeat != 1 or scale != 1.0 or shared != 1.0:
-        strategy = BatchSchedule(strategy, repeat, scale, shared)
+    if repeat_first != 1 or repeat_rest != 1 or scale != 1.0 or shared != 1.0:
+        strategy = BatchSchedule(strategy, repeat_first, scale, shared, repeat_rest)
     if observe is not None:
         observe(strategy)
     config = TrainConfig(epochs=epochs, batch_size=int(train["batch_size"]), lr=float(train["lr"]),
@@ -442,7 +453,223 @@ def seconds_per_run(results: Mapping[str, Iterable[Result]]) -> dict[str, float]
 
 __all__ = [
     "PAPER_NAMES", "MissingPretrainedWeightsError", "build_benchmark", "class_orders", "googlenet128",
-    "pretrained_cifarnet", "build_ar1_model", "BatchSchedule", "run_spec", "run_strategy", "run_strategies",
+    "pretrained_cifarnet", "build_ar1_model", "BatchSchedule", "schedule", "run_spec", "run_strategy", "run_strategies",
     "fixed_test_accuracy", "growing_test_accuracy", "per_batch_final_accuracy", "last_batch_share",
     "column_band", "curves_frame", "final_accuracies", "seconds_per_run",
 ]
+
+
+# ----------------------------------------------------------------------------- description and figures
+
+
+def strategy_key(label: str) -> str:
+    """The strategy a chapter label names (``"lwf (lambda = 0.5)"`` and ``"naive | zero init"`` -> lwf, naive)."""
+    return label.split(" |")[0].split(" (")[0].split(" +")[0].strip()
+
+
+def color(label: str) -> str:
+    from ..style import strategy_color
+
+    return strategy_color(strategy_key(label))
+
+
+def describe_setup(setup: Mapping[str, Any], benchmark: bm.Benchmark) -> str:
+    """One line for captions: benchmark, model, training and runs."""
+    train = setup["train"]
+    model = setup["model"]
+    if model["arch"] == "mlp":
+        net = "MLP " + "-".join(str(w) for w in [int(np.prod(benchmark.input_shape)), *model["hidden"],
+                                                 benchmark.n_classes])
+    else:
+        net = model["arch"] + (f" pre-trained on {model['pretrained']}" if model.get("pretrained") else "")
+    sizes = benchmark.describe()
+    per_class = setup["benchmark"].get("train_per_class")
+    data = (f"{len(benchmark)} batches ({'+'.join(str(len(c)) for c in sizes['classes_per_task'])} classes)"
+            + (f", {per_class} training images per class" if per_class else ""))
+    shared = train.get("shared_lr_scale", 1.0)
+    opt = (f"{train.get('optimizer', 'sgd').upper()}, batch {train['batch_size']}, {train['epochs']} epochs per batch, "
+           f"lr {train['lr']:g}" + (f" (shared layers x{shared:g})" if shared != 1.0 else ""))
+    own = [k for k, v in setup["strategies"].items() if v.get("train") or v.get("first")]
+    if own:
+        opt += f"; own learning rates or epochs: {', '.join(own)}"
+    return f"{benchmark.name}: {data}; {net}; {opt}; {setup.get('runs', 1)} class order(s)"
+
+
+def final_table(results: Mapping[str, Iterable[Result]]):
+    """Final accuracy (fixed and growing test set), forgetting and train time per strategy, mean ± std over runs."""
+    import pandas as pd
+
+    rows = {}
+    for label, runs in results.items():
+        runs = list(runs)
+        fixed = np.array([fixed_test_accuracy(r)[-1] for r in runs])
+        growing = np.array([growing_test_accuracy(r)[-1] for r in runs])
+        rows[label] = {
+            "final accuracy, whole test set (%)": 100 * fixed.mean(),
+            "± std over runs": 100 * fixed.std(),
+            "final accuracy, classes seen (%)": 100 * growing.mean(),
+            "runs": len(runs),
+            "train seconds per run": float(np.mean([sum(r.timings["train_seconds"]) for r in runs])),
+        }
+    return pd.DataFrame(rows).T
+
+
+def plot_accuracy_curves(results: Mapping[str, Iterable[Result]], view: Callable[[Result], np.ndarray] = None,
+                         ax=None, title: str | None = None, ylabel: str = "accuracy (%)"):
+    """Figures 7 and 8: mean accuracy after each batch, the band the standard deviation over runs."""
+    import matplotlib.pyplot as plt
+
+    view = view or fixed_test_accuracy
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {"cwr": "--", "cwr+": "-.", "ar1": "-"}
+    for label, runs in results.items():
+        curves = 100 * np.array([view(r) for r in runs])
+        mean, std = curves.mean(0), curves.std(0)
+        x = np.arange(1, len(mean) + 1)
+        c = color(label)
+        ax.plot(x, mean, marker="o", ms=3.5, lw=2.2 if strategy_key(label) == "ar1" else 1.6, color=c,
+                ls=styles.get(strategy_key(label), "-"), label=label)
+        if len(runs) > 1:
+            ax.fill_between(x, mean - std, mean + std, color=c, alpha=0.12, linewidth=0)
+    ax.set_xlabel("after training batch")
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(x)
+    ax.set_ylim(0, 100)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small", ncol=2, loc="upper left")
+    return ax.figure
+
+
+def plot_scenario_bars(per_batch: Mapping[str, Mapping[str, np.ndarray]], axes=None):
+    """Figure 3: accuracy on each batch's classes after the last batch, MT beside SIT, with the average."""
+    import matplotlib.pyplot as plt
+
+    scenarios = list(per_batch)
+    if axes is None:
+        _, axes = plt.subplots(1, len(scenarios), figsize=(6.5 * len(scenarios), 4.2), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, scenario in zip(axes, scenarios):
+        values = per_batch[scenario]
+        labels = list(values)
+        n = len(next(iter(values.values())))
+        groups = [str(i + 1) for i in range(n)] + ["Avg"]
+        width = 0.8 / len(labels)
+        for k, label in enumerate(labels):
+            v = 100 * np.append(values[label], np.mean(values[label]))
+            ax.bar(np.arange(len(groups)) + (k - (len(labels) - 1) / 2) * width, v, width, color=color(label),
+                   label=label)
+        ax.set_xticks(np.arange(len(groups)))
+        ax.set_xticklabels(groups)
+        ax.set_xlabel("batch (classes of)")
+        ax.set_title(scenario)
+        ax.set_ylim(0, 100)
+    axes[0].set_ylabel("accuracy after the last batch (%)")
+    axes[-1].legend(fontsize="small", ncol=2)
+    return axes[0].figure
+
+
+def normalised_confusion(result: Result, i: int) -> np.ndarray:
+    """Row-normalised confusion matrix after batch ``i`` (rows: true class, columns: prediction)."""
+    m = result.confusion_matrices()[i].astype(float)
+    return m / np.clip(m.sum(1, keepdims=True), 1, None)
+
+
+def class_order(result: Result) -> list[int]:
+    """The classes in the order the batches bring them (so that the band of Figure 10 moves left to right)."""
+    return [c for group in result.benchmark["classes_per_task"] for c in group]
+
+
+def plot_confusion_rows(results: Mapping[str, Result], size: float = 2.0, order_by_batch: bool = True):
+    """Figures 10-12: one row of confusion matrices per strategy, one column per batch."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    labels = list(results)
+    n = len(next(iter(results.values())).confusion)
+    fig, axes = plt.subplots(len(labels), n, figsize=(size * n + 1.6, size * len(labels) + 0.4), squeeze=False)
+    for r, label in enumerate(labels):
+        result = results[label]
+        order = class_order(result) if order_by_batch else list(range(len(result.confusion[0])))
+        for i in range(n):
+            ax = axes[r][i]
+            m = normalised_confusion(result, i)[np.ix_(order, order)]
+            sns.heatmap(m, ax=ax, cmap="magma", vmin=0, vmax=1, cbar=False, square=True,
+                        xticklabels=False, yticklabels=False)
+            if r == 0:
+                ax.set_title(f"after batch {i + 1}", fontsize="small")
+            if i == 0:
+                ax.set_ylabel(f"{label}\ntrue class", fontsize="small")
+            if r == len(labels) - 1:
+                ax.set_xlabel("predicted class", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_explorer(results: Mapping[str, Result], class_names: Iterable[str] | None = None):
+    """An ipywidgets explorer: pick a strategy and a batch, see its confusion matrix (live notebooks only)."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    labels = list(results)
+    n = len(results[labels[0]].confusion)
+    strategy = widgets.Dropdown(options=labels, description="strategy")
+    batch = widgets.IntSlider(value=1, min=1, max=n, step=1, description="after batch")
+    out = widgets.Output()
+
+    def draw(*_):
+        result = results[strategy.value]
+        order = class_order(result)
+        names = list(class_names) if class_names else [str(c) for c in range(len(result.confusion[0]))]
+        m = normalised_confusion(result, batch.value - 1)[np.ix_(order, order)]
+        with out:
+            out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(5.2, 4.4))
+            sns.heatmap(m, ax=ax, cmap="magma", vmin=0, vmax=1, square=True,
+                        xticklabels=[names[c] for c in order], yticklabels=[names[c] for c in order],
+                        cbar_kws={"label": "share of the true class"})
+            ax.set_xlabel("predicted class")
+            ax.set_ylabel("true class")
+            share = last_batch_share(result)[batch.value - 1]
+            ax.set_title(f"{strategy.value}, after batch {batch.value}: "
+                         f"{100 * share:.0f}% predicted in the batch's classes", fontsize="small")
+            plt.show()
+
+    strategy.observe(draw, names="value")
+    batch.observe(draw, names="value")
+    draw()
+    return widgets.VBox([widgets.HBox([strategy, batch]), out])
+
+
+def add_caption(fig, text: str) -> None:
+    """:func:`clutils.style.add_caption` with the text wrapped to the figure's width."""
+    import textwrap
+
+    from ..style import add_caption as put
+
+    width = max(60, int(fig.get_figwidth() * 15))
+    put(fig, textwrap.fill(text, width))
+
+
+def strategy_settings(setup: Mapping[str, Any]):
+    """Each strategy's training and hyperparameters as a table (what the captions summarise)."""
+    import pandas as pd
+
+    rows = {}
+    for label, spec in setup["strategies"].items():
+        full = run_spec(spec, setup)
+        train = full["train"]
+        first = full["first"] or {}
+        rows[label] = {
+            "strategy": full["strategy"],
+            "head": full["head"],
+            "lr": train["lr"],
+            "shared layers' lr": train["lr"] * train.get("shared_lr_scale", 1.0),
+            "epochs (batch 1)": first.get("epochs", train["epochs"]),
+            "lr (batch 1)": first.get("lr", train["lr"]),
+            "epochs (batches 2+)": train["epochs"],
+            "hyperparameters": ", ".join(f"{k}={v}" for k, v in full["hp"].items()) or "-",
+        }
+    return pd.DataFrame(rows).T

@@ -22,7 +22,8 @@ batch's classes as in the authors' code.
 
 Here the model's output layer holds ``tw`` while a batch is trained and ``cw``
 from the end of the batch on, so evaluation (and any later use of the model)
-sees ``cw``. Our output layer has a bias, the authors' has none: a class's
+sees ``cw``. From the second batch on the shared weights get no gradient (and
+batch-norm layers keep their statistics). Our output layer has a bias, the authors' has none: a class's
 bias is treated as one more of its weights (scaled by ``w_i``), and mean-shift
 centres the batch's biases on their own mean. The head may be maximal (all
 classes from the start, the paper's choice for CWR) or expanding (Appendix A):
@@ -60,15 +61,13 @@ def _keep_in_eval(module: nn.Module, inputs) -> None:
         module.train(False)
 
 
-def freeze_shared(model: nn.Module) -> None:
-    """Stop learning the shared weights: no gradients, and batch-norm statistics frozen too.
+def freeze_batch_norm(model: nn.Module) -> None:
+    """Keep the batch-norm layers below the output layer in eval mode (frozen statistics).
 
     The training loop puts the model in train mode before every batch; a forward
-    pre-hook keeps each batch-norm layer below the output layer in eval mode.
+    pre-hook on each batch-norm layer switches it back.
     """
     head = output_layer(model)
-    for p in shared_parameters(model).values():
-        p.requires_grad_(False)
     for module in model.modules():
         if isinstance(module, _NORMS) and module is not head and not getattr(module, "_cwr_frozen", False):
             module.register_forward_pre_hook(_keep_in_eval)
@@ -185,11 +184,24 @@ class CWR(Strategy):
         if getattr(self, "head", None) is not None:
             self.head.remove_hook()
         self.head = ConsolidatedHead(output_layer(model), model.head, self.hp["mask_unseen"])
+        self.shared = list(shared_parameters(model).values())
+        self.frozen = False
 
     def before_task(self, model, task) -> None:
         if task.index > 0 and self.hp["freeze_shared"]:
-            freeze_shared(model)
+            self.frozen = True
+            freeze_batch_norm(model)
         self.head.reset_temporary(self.hp["zero_init"], self.hp["init_std"])
+
+    def after_backward(self, model) -> None:
+        """After the first batch the shared weights get no gradient, so no optimiser moves them.
+
+        (Dropping the gradient rather than setting ``requires_grad=False`` keeps the optimiser's
+        parameter list, hence a checkpoint's optimiser state, the same in every batch.)
+        """
+        if self.frozen:
+            for p in self.shared:
+                p.grad = None
 
     def after_task(self, model, task, data) -> None:
         scale = self.hp["w_first"] if task.index == 0 else self.hp["w_rest"]

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from ..data.benchmarks import Task
 from .base import Strategy, TrainingData, parameters_of
 from .fisher import diagonal_fisher, model_task
+from .lwf import LwF
 from .quadratic import QuadraticPenalty
 from .registry import register
 from .si import PathIntegral
@@ -57,20 +58,31 @@ def lambda_bound(lr: float, max_f: float) -> float:
     return 1.0 / (lr * max_f)
 
 
-def check_lambda(strategy: Strategy, lr: float, optimizer: str = "sgd") -> float | None:
-    """``eta * lambda * max_F`` of a clipped-importance strategy (None for others); raises above 1.
+class LambdaOvershootWarning(UserWarning):
+    """``eta * lambda * max_F`` is above 1: a saturated weight overshoots its anchor at each step."""
 
-    The bound holds for plain SGD; with another optimiser there is nothing to check.
+
+def check_lambda(strategy: Strategy, lr: float, optimizer: str = "sgd") -> float | None:
+    """``eta * lambda * max_F`` of a clipped-importance strategy (None for others and for non-SGD optimisers).
+
+    Above 1 (``lambda > 1 / (eta * max_F)``, Section 2.2) a saturated weight overshoots its
+    anchor at every step: a :class:`LambdaOvershootWarning` (the paper's own EWC settings of
+    Tables 4-5 sit at 1.2-1.6). Above 2 the decay of a saturated weight diverges: ValueError.
     """
     if "lam" not in strategy.hp or "max_f" not in strategy.hp or optimizer != "sgd":
         return None
     ratio = lr * float(strategy.hp["lam"]) * float(strategy.hp["max_f"])
+    bound = lambda_bound(lr, float(strategy.hp["max_f"]))
+    where = (f"{strategy.name}: lambda={float(strategy.hp['lam']):g} with eta={lr:g}, "
+             f"max_F={float(strategy.hp['max_f']):g} (bound 1 / (eta * max_F) = {bound:g})")
+    if ratio > 2 + 1e-9:
+        raise ValueError(f"{where}: eta * lambda * max_F = {ratio:.3g} > 2, the decay toward the anchor "
+                         "diverges for saturated weights (Maltoni & Lomonaco, section 2.2)")
     if ratio > 1 + 1e-9:
-        raise ValueError(
-            f"{strategy.name}: lambda={strategy.hp['lam']:g} exceeds 1 / (eta * max_F) = "
-            f"{lambda_bound(lr, strategy.hp['max_f']):g} for eta={lr:g}, max_F={strategy.hp['max_f']:g}: "
-            "a saturated weight would overshoot its anchor at every step (Maltoni & Lomonaco, section 2.2)"
-        )
+        import warnings
+
+        warnings.warn(f"{where}: eta * lambda * max_F = {ratio:.3g} > 1, a saturated weight overshoots "
+                      "its anchor at every step", LambdaOvershootWarning, stacklevel=2)
     return ratio
 
 
@@ -86,6 +98,12 @@ class ClippedImportance(QuadraticPenalty):
 
     strength_name = "lam"
     keep_snapshots: int = 0
+    protects_head = True  # AR1: False (F and Theta cover the shared weights only)
+
+    @property
+    def strength(self) -> float:
+        """``lambda``: the decay adds ``lambda * F_hat * (theta - theta*)`` to the gradient."""
+        return float(self.hp["lam"])
 
     def setup(self, model, benchmark) -> None:
         super().setup(model, benchmark)
@@ -340,31 +358,34 @@ def lwf_lambdas(sizes: Sequence[int], schedule: str = "eq5", lam: float = 0.5,
 
 
 @register
-class LwFSIT(Strategy):
+class LwFSIT(LwF):
     """LwF with weighted soft targets and a growing lambda (Maltoni & Lomonaco, Eq. 2-5).
 
     Algorithm, for each batch ``B_i``:
 
-    1. before training, keep the model as it is (the teacher) and set ``lambda_i``
-       (Eq. 5 with ``schedule="eq5"``, or ``lam`` for every batch after the first with
-       ``schedule="fixed"``); ``n_i`` counts the batch's patterns (``count="examples"``)
-       or classes (``count="classes"``);
+    1. before training, keep the model as it is (the teacher, :class:`~clutils.strategies.lwf.LwF`'s
+       snapshot) and set ``lambda_i``: Eq. 5 with ``schedule="eq5"``, or ``lam`` for every
+       batch after the first with ``schedule="fixed"``; ``n_i`` counts the batch's patterns
+       (``count="examples"``, the paper's choice) or classes (``count="classes"``);
     2. train on ``L = L_cross(y_hat, t)`` with the soft target
        ``t = (1 - lambda_i) * onehot(y) + lambda_i * y_lwf`` (Eq. 3), ``y_lwf`` the
-       teacher's softmax over every output of the head.
+       teacher's softmax over *every* output of the head (old and new classes alike:
+       in a single incremental task there is no old/new split of the outputs).
 
-    The paper stores ``y_lwf`` once per pattern before training; the loop here hands
-    the strategy mini-batches without their indices, so the teacher (in eval mode)
+    It is the base LwF with two methods replaced: ``distillation_weight`` (the schedule)
+    and ``penalty`` (the fused soft target instead of a temperature-scaled KL on the old
+    outputs). The paper stores ``y_lwf`` once per pattern before training; the loop here
+    hands the strategy mini-batches without their indices, so the teacher (in eval mode)
     predicts each mini-batch instead: the same targets, one extra forward per step.
-    Since cross-entropy is linear in its target, ``L = L_cross(onehot) + lambda_i *
-    (L_cross(y_lwf) - L_cross(onehot))``: the loop's task loss plus this strategy's
-    penalty, with exactly the gradient of Eq. 4. Defaults: Table 4 (``map``
-    [0.66, 0.9] -> [0.45, 0.85]); the paper runs LwF with an expanding head.
+    Cross-entropy is linear in its target, so ``L = L_cross(onehot) + lambda_i *
+    (L_cross(y_lwf) - L_cross(onehot))``: the loop's task loss plus this penalty, with
+    exactly the gradient of Eq. 4. Defaults: Table 4 (``map`` [0.66, 0.9] -> [0.45, 0.85],
+    CORe50's 10 + 5 + ... classes); the paper runs LwF with an expanding head.
     """
 
     name = "lwf-sit"
     defaults = {"schedule": "eq5", "lam": 0.5, "map_from": [0.66, 0.9], "map_to": [0.45, 0.85],
-                "count": "examples"}
+                "count": "examples", "temperature": 1.0}
 
     def __init__(self, **hyperparameters):
         super().__init__(**hyperparameters)
@@ -372,41 +393,29 @@ class LwFSIT(Strategy):
             raise ValueError(f"unknown schedule {self.hp['schedule']!r}; choose one of: {', '.join(LWF_SCHEDULES)}")
         if self.hp["count"] not in ("examples", "classes"):
             raise ValueError(f"count must be 'examples' or 'classes', got {self.hp['count']!r}")
+        self.lambdas: list[float] = []
 
     def setup(self, model, benchmark) -> None:
         super().setup(model, benchmark)
         sizes = [len(t.train) if self.hp["count"] == "examples" else len(t.classes) for t in benchmark.tasks]
         self.lambdas = lwf_lambdas(sizes, self.hp["schedule"], self.hp["lam"], self.hp["map_from"],
                                    self.hp["map_to"])
-        self.teacher: torch.nn.Module | None = None
-        self.lam = 0.0
 
-    def before_task(self, model, task) -> None:
-        self.lam = self.lambdas[task.index]
-        self.teacher = None
-        if self.lam > 0:
-            self.teacher = copy.deepcopy(model).eval()
-            for p in self.teacher.parameters():
-                p.requires_grad_(False)
+    def distillation_weight(self, task: int) -> float:
+        return self.lambdas[task]
 
     def penalty(self, model, batch):
-        if self.teacher is None:
+        teacher = self._old(model)
+        lam = self.distillation_weight(self.current) if self.current is not None else 0.0
+        if teacher is None or lam == 0:
             return None
+        T = float(self.hp["temperature"])
         with torch.no_grad():
-            soft = torch.softmax(self.teacher(batch.x, batch.task), dim=1)
+            soft = torch.softmax(teacher(batch.x, batch.task) / T, dim=1)
         log_p = torch.log_softmax(batch.logits, dim=1)
         soft_ce = -(soft * log_p).sum(1).mean()
         hard_ce = -log_p.gather(1, batch.y.unsqueeze(1)).mean()
-        return self.lam * (soft_ce - hard_ce)
-
-    def after_task(self, model, task, data) -> None:
-        self.teacher = None  # the teacher lives for one batch only
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state) -> None:
-        pass
+        return lam * (soft_ce - hard_ce)
 
 
 def soft_target_loss(logits: torch.Tensor, y: torch.Tensor, y_lwf: torch.Tensor, lam: float) -> torch.Tensor:
@@ -422,6 +431,6 @@ def two_term_loss(logits: torch.Tensor, y: torch.Tensor, y_lwf: torch.Tensor, la
 
 
 __all__ = [
-    "lambda_bound", "check_lambda", "ClippedImportance", "SISIT", "EWCSIT", "LwFSIT",
+    "lambda_bound", "check_lambda", "LambdaOvershootWarning", "ClippedImportance", "SISIT", "EWCSIT", "LwFSIT",
     "minibatch_fisher", "lwf_lambdas", "linear_map", "soft_target_loss", "two_term_loss",
 ]

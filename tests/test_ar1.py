@@ -1,0 +1,600 @@
+"""The AR1 chapter's code: CWR, CWR+, AR1, the class-incremental LwF/EWC/SI (Maltoni & Lomonaco 2019),
+the per-batch schedule, the weight diagnostics and the presets. Small synthetic benchmarks, no network."""
+from __future__ import annotations
+
+import math
+import urllib.error
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clutils import presets
+from clutils.data import benchmarks as bm
+from clutils.data.tensors import Dataset, TensorData
+from clutils.diagnostics import weights as diag
+from clutils.experiments import ar1 as ex
+from clutils.models import build_model
+from clutils.result import Result
+from clutils.strategies import make, strategy_names
+from clutils.strategies.base import Batch
+from clutils.strategies.cwr import output_layer, shared_parameters
+from clutils.strategies.sit import (
+    LambdaOvershootWarning, check_lambda, lambda_bound, linear_map, lwf_lambdas, soft_target_loss, two_term_loss,
+)
+from clutils.train import TrainConfig, fit
+
+PAPER_STRATEGIES = ("cwr", "cwr+", "ar1", "lwf-sit", "ewc-sit", "si-sit")
+
+
+def synthetic(n_classes: int = 6, per_class: int = 24, dim: int = 10, seed: int = 0) -> Dataset:
+    """Gaussian blobs, one per class: separable enough to learn in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    centres = 3 * torch.randn(n_classes, dim, generator=g)
+
+    def draw(n):
+        y = torch.arange(n_classes).repeat_interleave(n)
+        return TensorData(centres[y] + torch.randn(len(y), dim, generator=g), y)
+
+    return Dataset("blobs", draw(per_class), draw(per_class // 2), n_classes)
+
+
+def class_incremental(n_tasks: int = 3, **kw) -> bm.Benchmark:
+    return bm.split(synthetic(**kw), n_tasks, "class", seed=None)
+
+
+def run(name: str, bench=None, epochs: int = 2, lr: float = 0.05, expanding: bool = False, observe=None,
+        **hp) -> tuple[Result, torch.nn.Module, object]:
+    bench = bench or class_incremental()
+    model = build_model(bench, hidden=(16,), expanding_head=expanding, seed=0)
+    strategy = make(name, **hp)
+    if observe is not None:
+        observe(strategy)
+    result = fit(model, bench, strategy, TrainConfig(epochs=epochs, batch_size=16, lr=lr, optimizer="sgd",
+                                                     progress=False, record_confusion=True), device="cpu")
+    return result, model, strategy
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_the_paper_strategies_are_registered_with_their_algorithm_in_the_docstring():
+    names = strategy_names()
+    for name in PAPER_STRATEGIES:
+        assert name in names
+    assert "Algorithm 1" in (make("cwr").__class__.__module__ and __import__("clutils.strategies.cwr",
+                                                                               fromlist=["x"]).__doc__)
+    assert "Algorithm 2" in make("cwr+").__class__.__doc__
+    assert "Algorithm 3" in make("ar1").__class__.__doc__
+    for name, eq in (("lwf-sit", "Eq. 3"), ("ewc-sit", "Eq. 8"), ("si-sit", "Eq. 11")):
+        assert eq in type(make(name)).__doc__
+
+
+# ----------------------------------------------------------------------------- the bound on lambda
+
+
+def test_lambda_bound_is_one_over_eta_max_f():
+    assert lambda_bound(0.001, 0.001) == pytest.approx(1e6)
+    with pytest.raises(ValueError):
+        lambda_bound(0, 0.001)
+
+
+@pytest.mark.parametrize("factor, outcome", [(0.5, "short"), (1.0, "exact"), (1.5, "overshoot"), (2.5, "diverge")])
+def test_one_decay_step_on_a_saturated_weight_follows_the_bound(factor, outcome):
+    """Eq. 7 with F_hat = max_F and no task gradient: theta - theta* is multiplied by 1 - eta lambda max_F."""
+    eta, max_f = 0.01, 1e-3
+    lam = factor * lambda_bound(eta, max_f)
+    strategy = make("si-sit", lam=lam, max_f=max_f)
+    p = torch.nn.Parameter(torch.tensor([1.0]))
+    model = torch.nn.Module()
+    model.p = p
+    strategy.importance = {"p": torch.tensor([max_f])}
+    strategy.anchor = {"p": torch.tensor([0.0])}
+    strategy._decay = None
+    distances = [1.0]
+    opt = torch.optim.SGD([p], lr=eta)
+    for _ in range(3):
+        opt.zero_grad()
+        p.grad = torch.zeros_like(p)  # no task gradient
+        strategy.after_backward(model)
+        opt.step()
+        distances.append(float(p.detach()))
+    ratio = distances[1] / distances[0]
+    assert ratio == pytest.approx(1 - factor, abs=1e-6)
+    if outcome == "exact":
+        assert distances[1] == pytest.approx(0.0, abs=1e-6)
+    elif outcome == "short":
+        assert 0 < distances[-1] < distances[0]
+    elif outcome == "overshoot":
+        assert distances[1] < 0 and abs(distances[-1]) < abs(distances[0])
+    else:
+        assert abs(distances[-1]) > abs(distances[0])
+
+
+def test_check_lambda_warns_above_the_bound_and_refuses_divergence():
+    eta, max_f = 0.01, 1e-3
+    bound = lambda_bound(eta, max_f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_lambda(make("ewc-sit", lam=bound, max_f=max_f), eta) == pytest.approx(1.0)
+    with pytest.warns(LambdaOvershootWarning):
+        assert check_lambda(make("ewc-sit", lam=1.5 * bound, max_f=max_f), eta) == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="diverges"):
+        check_lambda(make("si-sit", lam=2.5 * bound, max_f=max_f), eta)
+    assert check_lambda(make("naive"), eta) is None
+    assert check_lambda(make("ewc-sit", lam=10 * bound), eta, optimizer="adam") is None
+
+
+def test_the_quick_profile_respects_the_bound():
+    setup = presets.get("ar1-accuracy", "quick")["setups"][0]
+    for label in ("ewc", "si", "ar1"):
+        spec = ex.run_spec(setup["strategies"][label], setup)
+        lr = spec["train"]["lr"] * (spec["train"].get("shared_lr_scale", 1.0) if label == "ar1" else 1.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert check_lambda(make(spec["strategy"], **spec["hp"]), lr) <= 1
+
+
+# ----------------------------------------------------------------------------- LwF (Eq. 2-5)
+
+
+def test_eq2_and_eq3_are_the_same_loss_with_the_same_gradient():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(8, 5, generator=g, requires_grad=True)
+    y = torch.randint(0, 5, (8,), generator=g)
+    y_lwf = torch.softmax(torch.randn(8, 5, generator=g), 1)
+    for lam in (0.0, 0.3, 0.9):
+        l2 = soft_target_loss(logits, y, y_lwf, lam)
+        l1 = two_term_loss(logits, y, y_lwf, lam)
+        assert float(l1.detach()) == pytest.approx(float(l2.detach()), rel=1e-6)
+        g1, = torch.autograd.grad(l1, logits)
+        g2, = torch.autograd.grad(l2, logits)
+        target = (1 - lam) * F.one_hot(y, 5) + lam * y_lwf
+        assert torch.allclose(g1, g2, atol=1e-7)
+        assert torch.allclose(g2, (torch.softmax(logits, 1) - target) / 8, atol=1e-6)  # Eq. 4
+
+
+def test_lwf_sit_penalty_plus_the_task_loss_is_eq3():
+    bench = class_incremental()
+    model = build_model(bench, hidden=(8,), seed=0)
+    strategy = make("lwf-sit", schedule="fixed", lam=0.4)
+    strategy.setup(model, bench)
+    strategy.after_task(model, bench.tasks[0], None)
+    strategy.before_task(model, bench.tasks[1])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # the student moves away from the teacher
+    x, y = bench.tasks[1].train.x[:8], bench.tasks[1].train.y[:8]
+    logits = model(x)
+    total = F.cross_entropy(logits, y) + strategy.penalty(model, Batch(x, y, None, logits))
+    with torch.no_grad():
+        y_lwf = torch.softmax(strategy.old_model(x), 1)
+    assert float(total.detach()) == pytest.approx(float(soft_target_loss(logits, y, y_lwf, 0.4).detach()), rel=1e-5)
+
+
+def test_eq5_schedule_with_the_identity_map_gives_the_papers_core50_example():
+    lams = lwf_lambdas([10] + [5] * 8, "eq5", map_from=(0, 1), map_to=(0, 1))
+    assert lams[0] == 0
+    assert lams[1:] == pytest.approx([2 / 3, 3 / 4, 4 / 5, 5 / 6, 6 / 7, 7 / 8, 8 / 9, 9 / 10])
+    mapped = lwf_lambdas([10] + [5] * 8, "eq5", map_from=(0.66, 0.9), map_to=(0.45, 0.85))
+    assert mapped[-1] == pytest.approx(linear_map(0.9, (0.66, 0.9), (0.45, 0.85))) == pytest.approx(0.85)
+    assert lwf_lambdas([5, 5, 5], "fixed", lam=0.8) == [0.0, 0.8, 0.8]
+    assert all(0 <= v <= 1 for v in lwf_lambdas([1, 100], "eq5", map_from=(0, 0.5), map_to=(0, 1)))
+
+
+# ----------------------------------------------------------------------------- EWC (Eq. 8) and SI (Eq. 11)
+
+
+def test_ewc_sit_averages_and_clips_the_fisher():
+    bench = class_incremental()
+    model = build_model(bench, hidden=(4,), seed=0)
+    s = make("ewc-sit", max_f=0.5)
+    s.setup(model, bench)
+    name = next(iter(dict(model.named_parameters())))
+    f1 = {name: torch.full_like(dict(model.named_parameters())[name], 0.8)}
+    f2 = {name: torch.full_like(f1[name], 0.1)}
+    s.consolidate_importance(model, f1)
+    assert torch.all(s.importance[name] == 0.5)  # clipped
+    s.consolidate_importance(model, f2)
+    assert torch.allclose(s.raw[name], torch.full_like(f1[name], 0.9))
+    assert torch.allclose(s.importance[name], torch.full_like(f1[name], 0.45))  # (0.8 + 0.1) / 2
+
+
+def test_si_sit_weights_and_clips_the_importance():
+    bench = class_incremental()
+    model = build_model(bench, hidden=(4,), seed=0)
+    s = make("si-sit", max_f=1.0, w_first=0.1, w_rest=2.0)
+    s.setup(model, bench)
+    name = next(iter(dict(model.named_parameters())))
+    base = torch.linspace(-1, 1, dict(model.named_parameters())[name].numel()).reshape_as(
+        dict(model.named_parameters())[name])
+    s.batches = 0
+    s.consolidate_importance(model, {name: base}, 0.1)
+    s.consolidate_importance(model, {name: base}, 2.0)
+    assert torch.allclose(s.raw[name], 2.1 * base)
+    assert torch.allclose(s.importance[name], (2.1 * base).clamp(0, 1))
+
+
+def test_si_sit_importance_is_the_path_integral_over_the_squared_displacement():
+    bench = class_incremental(n_tasks=2)
+    result, model, s = run("si-sit", bench, lam=1.0, max_f=1e9, xi=0.1, w_first=1.0, w_rest=1.0)
+    assert s.batches == 2
+    for v in s.importance.values():
+        assert torch.all(v >= 0)
+
+
+def test_ar1_protects_only_the_shared_weights_and_clips():
+    result, model, s = run("ar1", lam=10.0, max_f=1e-3)
+    shared = set(shared_parameters(model))
+    assert set(s.importance) == shared
+    assert all(float(v.max()) <= 1e-3 * (1 + 1e-6) and float(v.min()) >= 0 for v in s.importance.values())
+    assert s.protects_head is False
+
+
+# ----------------------------------------------------------------------------- CWR, CWR+, AR1
+
+
+def test_cwr_freezes_the_shared_weights_after_the_first_batch():
+    bench = class_incremental()
+    snaps = []
+
+    def observe(strategy):
+        inner_after = strategy.after_task
+
+        def after(model, task, data):
+            inner_after(model, task, data)
+            snaps.append({n: p.detach().clone() for n, p in shared_parameters(model).items()})
+
+        strategy.after_task = after
+
+    run("cwr", bench, observe=observe)
+    for later in snaps[1:]:
+        for n in later:
+            assert torch.equal(later[n], snaps[0][n])
+
+
+def test_cwr_copies_scaled_rows_and_leaves_untrained_classes_at_zero():
+    bench = class_incremental()
+    tw = {}
+
+    def observe(strategy):
+        inner_after = strategy.after_task
+
+        def after(model, task, data):
+            layer = output_layer(model)
+            tw[task.index] = layer.weight.detach().clone()
+            inner_after(model, task, data)
+
+        strategy.after_task = after
+
+    result, model, s = run("cwr", bench, observe=observe, w_first=2.0, w_rest=0.5)
+    w = output_layer(model).weight.detach()
+    for task in bench.tasks:
+        rows = list(task.classes)
+        scale = 2.0 if task.index == 0 else 0.5
+        assert torch.allclose(w[rows], scale * tw[task.index][rows])
+    # after batch 1, the classes of batches 2 and 3 had cw = 0
+    assert s.head.trained.all()
+
+
+def test_cwr_plus_mean_shifts_each_batch_and_starts_from_zero():
+    bench = class_incremental()
+    starts = []
+
+    def observe(strategy):
+        inner_before = strategy.before_task
+
+        def before(model, task):
+            inner_before(model, task)
+            starts.append(output_layer(model).weight.detach().clone())
+
+        strategy.before_task = before
+
+    result, model, s = run("cwr+", bench, observe=observe)
+    assert all(torch.count_nonzero(w) == 0 for w in starts)  # zero init of tw, every batch
+    layer = output_layer(model)
+    for task in bench.tasks:
+        rows = list(task.classes)
+        assert float(layer.weight[rows].mean()) == pytest.approx(0.0, abs=1e-6)
+        assert float(layer.bias[rows].mean()) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_cwr_random_init_uses_the_requested_gaussian():
+    bench = class_incremental()
+    starts = []
+
+    def observe(strategy):
+        inner_before = strategy.before_task
+
+        def before(model, task):
+            inner_before(model, task)
+            starts.append(output_layer(model).weight.detach().clone())
+
+        strategy.before_task = before
+
+    run("cwr", bench, observe=observe, init_std=0.01)
+    assert all(0.003 < float(w.std()) < 0.03 for w in starts)
+
+
+def test_classes_not_trained_yet_are_never_predicted_by_cwr():
+    bench = class_incremental()
+    model = build_model(bench, hidden=(16,), seed=0)
+    strategy = make("cwr+")
+    fit(model, bm.Benchmark(bench.name, "class", bench.tasks[:1], bench.n_classes, bench.input_shape, "blobs"),
+        strategy, TrainConfig(epochs=2, batch_size=16, lr=0.05, optimizer="sgd", progress=False), device="cpu")
+    model.eval()
+    pred = model(torch.cat([t.test.x for t in bench.tasks])).argmax(1)
+    assert set(pred.tolist()) <= set(bench.tasks[0].classes)
+    model.train()
+    assert model(bench.tasks[0].test.x).shape[1] == bench.n_classes  # training is not masked
+
+
+def test_ar1_keeps_learning_the_shared_weights():
+    bench = class_incremental()
+    snaps = []
+
+    def observe(strategy):
+        inner_after = strategy.after_task
+
+        def after(model, task, data):
+            inner_after(model, task, data)
+            snaps.append({n: p.detach().clone() for n, p in shared_parameters(model).items()})
+
+        strategy.after_task = after
+
+    result, model, s = run("ar1", bench, observe=observe, lam=10.0)
+    moved = sum(float((snaps[-1][n] - snaps[0][n]).abs().sum()) for n in snaps[0])
+    assert moved > 0
+
+
+@pytest.mark.parametrize("name", ["cwr", "cwr+", "ar1"])
+def test_the_cwr_family_refuses_a_task_incremental_benchmark(name):
+    bench = bm.split(synthetic(), 3, "task", seed=None)
+    model = build_model(bench, hidden=(8,), seed=0)
+    with pytest.raises(ValueError, match="class-incremental"):
+        fit(model, bench, make(name), TrainConfig(epochs=1, progress=False), device="cpu")
+
+
+@pytest.mark.parametrize("name", ["naive", "lwf-sit", "ewc-sit", "si-sit", "cwr", "cwr+", "ar1"])
+@pytest.mark.parametrize("expanding", [False, True])
+def test_every_strategy_runs_with_a_maximal_or_an_expanding_head(name, expanding):
+    hp = {"lam": 10.0} if name in ("ewc-sit", "si-sit", "ar1") else {}
+    result, model, _ = run(name, epochs=1, expanding=expanding, **hp)
+    assert result.R.shape == (3, 3)
+    assert np.isfinite(result.R).all()
+
+
+def test_cwr_family_state_round_trips():
+    bench = class_incremental()
+    result, model, s = run("ar1", bench, lam=10.0)
+    state = s.state_dict()
+    fresh = make("ar1", lam=10.0)
+    fresh.setup(model, bench)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.head.cw, s.head.cw)
+    assert set(fresh.importance) == set(s.importance)
+    assert fresh.batches == s.batches
+
+
+@pytest.mark.parametrize("name", ["cwr+", "ar1"])
+def test_an_interrupted_run_resumes_to_the_same_result(name, tmp_path):
+    bench = class_incremental()
+    config = TrainConfig(epochs=1, batch_size=16, lr=0.05, optimizer="sgd", progress=False)
+    hp = {"lam": 10.0} if name == "ar1" else {}
+    full = fit(build_model(bench, hidden=(8,), seed=0), bench, make(name, **hp), config, device="cpu")
+
+    class Interrupt(Exception):
+        pass
+
+    strategy = make(name, **hp)
+    inner = strategy.before_task
+
+    def before_task(model, task):
+        if task.index == 2:
+            raise Interrupt
+        inner(model, task)
+
+    strategy.before_task = before_task
+    with pytest.raises(Interrupt):
+        fit(build_model(bench, hidden=(8,), seed=0), bench, strategy, config, device="cpu", run_dir=tmp_path)
+    resumed = fit(build_model(bench, hidden=(8,), seed=0), bench, make(name, **hp), config, device="cpu",
+                  run_dir=tmp_path)
+    assert np.allclose(resumed.R, full.R)
+
+
+# ----------------------------------------------------------------------------- per-batch schedule
+
+
+def test_first_batch_learning_rate_is_a_gradient_scale_under_sgd():
+    bench = class_incremental(n_tasks=1)
+    setup = {"model": {"arch": "mlp", "hidden": [8]},
+             "train": {"epochs": 2, "batch_size": 16, "lr": 0.1, "optimizer": "sgd"}}
+    scaled = ex.run_strategy({"strategy": "naive", "first": {"lr": 0.025}}, setup, bench, record_confusion=False)
+    plain = ex.run_strategy({"strategy": "naive", "train": {"lr": 0.025}}, setup, bench, record_confusion=False)
+    assert np.allclose(scaled.R, plain.R)
+    assert np.allclose(scaled.epoch_losses, plain.epoch_losses, rtol=1e-4)
+
+
+def test_first_batch_epochs_repeat_its_data():
+    assert ex.schedule({"epochs": 25, "lr": 1e-3}, {"epochs": 60}) == (5, 12, 5, 1.0)
+    assert ex.schedule({"epochs": 2, "lr": 3e-4}, {"epochs": 4, "lr": 0.005})[:3] == (2, 2, 1)
+    bench = class_incremental()
+    seen = []
+
+    def observe(strategy):
+        inner = strategy.training_data
+
+        def training_data(task):
+            data = inner(task)
+            seen.append(len(data.data))
+            return data
+
+        strategy.training_data = training_data
+
+    setup = {"model": {"arch": "mlp", "hidden": [8]},
+             "train": {"epochs": 1, "batch_size": 16, "lr": 0.05, "optimizer": "sgd"}}
+    ex.run_strategy({"strategy": "naive", "first": {"epochs": 3}}, setup, bench, observe=observe)
+    assert seen == [3 * len(bench.tasks[0].train)] + [len(t.train) for t in bench.tasks[1:]]
+    with pytest.raises(ValueError, match="sgd"):
+        ex.run_strategy({"strategy": "naive", "first": {"lr": 0.01}},
+                        {**setup, "train": {**setup["train"], "optimizer": "adam"}}, bench)
+
+
+def test_shared_lr_scale_slows_only_the_layers_below_the_output():
+    bench = class_incremental(n_tasks=1)
+    setup = {"model": {"arch": "mlp", "hidden": [8]},
+             "train": {"epochs": 1, "batch_size": 16, "lr": 0.1, "optimizer": "sgd", "shared_lr_scale": 0.0}}
+    before = build_model(bench, hidden=(8,), seed=0)
+    moved = {}
+
+    def observe(strategy):
+        inner = strategy.after_task
+
+        def after(model, task, data):
+            inner(model, task, data)
+            moved.update({n: float((p.detach() - dict(before.named_parameters())[n]).abs().sum())
+                          for n, p in model.named_parameters()})
+
+        strategy.after_task = after
+
+    ex.run_strategy({"strategy": "naive"}, setup, bench, observe=observe)
+    out = {n for n in moved if n.startswith("head.")}
+    assert all(moved[n] == 0 for n in moved if n not in out)
+    assert all(moved[n] > 0 for n in out)
+
+
+# ----------------------------------------------------------------------------- measures and diagnostics
+
+
+def fake_result(R, test_sizes, classes, confusion=None) -> Result:
+    return Result(config={}, benchmark={"test_sizes": test_sizes, "classes_per_task": classes}, strategy={},
+                  accuracy_matrix=R, confusion=confusion or [])
+
+
+def test_fixed_and_growing_test_views():
+    R = [[0.9, 0.0, 0.0], [0.5, 0.8, 0.0], [0.4, 0.6, 0.7]]
+    r = fake_result(R, [10, 10, 20], [[0], [1], [2, 3]])
+    assert ex.fixed_test_accuracy(r) == pytest.approx([9 / 40, 13 / 40, (4 + 6 + 14) / 40])
+    assert ex.growing_test_accuracy(r) == pytest.approx([0.9, 0.65, 24 / 40])
+    assert ex.per_batch_final_accuracy(r) == pytest.approx([0.4, 0.6, 0.7])
+
+
+def test_last_batch_share_and_column_band():
+    C1 = np.zeros((4, 4), int)
+    C1[:, 0] = 10  # everything predicted as class 0 (batch 1)
+    C2 = np.zeros((4, 4), int)
+    C2[:, 2] = 9
+    C2[:, 1] = 1
+    r = fake_result([[1, 0], [0, 1]], [20, 20], [[0, 1], [2, 3]], [C1.tolist(), C2.tolist()])
+    assert ex.last_batch_share(r) == pytest.approx([1.0, 0.9])
+    assert ex.column_band(r) == (2, pytest.approx(0.9))
+
+
+def test_weight_change_tracker_sees_cwr_freeze():
+    bench = class_incremental()
+    tracker = diag.WeightChangeTracker("cwr")
+    run("cwr", bench, observe=tracker.attach)
+    frame = tracker.frame()
+    assert sorted(frame["batch"].unique()) == [1, 2, 3]
+    assert list(dict.fromkeys(frame["layer"])) == ["fc1", "output"]
+    later = frame[(frame.batch > 1) & (frame.layer == "fc1")]
+    assert (later["change"] == 0).all()
+    assert (frame[frame.layer == "output"]["change"] > 0).all()
+
+
+def test_importance_snapshots_and_their_summary():
+    bench = class_incremental()
+
+    def observe(strategy):
+        strategy.keep_snapshots = 2
+
+    _, _, ewc = run("ewc-sit", bench, observe=observe, lam=10.0, max_f=1e-4)
+    _, _, si = run("si-sit", bench, observe=observe, lam=10.0, max_f=1e-3)
+    frame = diag.importance_frame({"ewc": ewc, "si": si})
+    assert len(frame) == 2 * 2 * 2  # strategies x batches x (raw, normalised)
+    summary = diag.importance_summary(frame)
+    norm = summary[summary.kind == "normalised"]
+    assert (norm["max"] <= 1e-3 * (1 + 1e-6)).all()
+    assert 0 <= ewc.saturated_fraction() <= 1
+
+
+def test_layer_groups_name_layers_from_input_to_output():
+    bench = class_incremental()
+    model = build_model(bench, hidden=(8, 8), seed=0)
+    assert [g for g, _ in diag.layer_groups(model)] == ["fc1", "fc2", "output"]
+
+
+# ----------------------------------------------------------------------------- presets and models
+
+
+@pytest.mark.parametrize("experiment", ["ar1-scenarios", "ar1-accuracy", "ar1-confusion", "ar1-importance",
+                                        "ar1-heads"])
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_presets_define_every_profile(experiment, profile):
+    settings = presets.get(experiment, profile)
+    assert settings["setups"]
+    for setup in settings["setups"]:
+        groups = setup.values() if "mt" in setup else [setup]
+        for s in groups:
+            for spec in s["strategies"].values():
+                make(spec["strategy"], **spec.get("hp", {}))
+
+
+def test_paper_presets_follow_tables_4_and_5():
+    core50, icifar = presets.get("ar1-accuracy", "paper")["setups"]
+    ar1 = core50["strategies"]["ar1"]
+    assert ar1["hp"]["lam"] == 8e5 and ar1["hp"]["w_first"] == ar1["hp"]["w_rest"] == 0.0015
+    assert ar1["first"]["epochs"] == 4 and core50["train"]["epochs"] == 2
+    assert core50["strategies"]["lwf"]["head"] == "expanding"
+    assert core50["benchmark"]["dataset"] == "core50-objects" and core50["benchmark"]["first"] == 10
+    assert icifar["strategies"]["ar1"]["hp"]["w_first"] == 1.5e-4
+    assert icifar["strategies"]["ewc"]["train"]["epochs"] == 25
+    assert icifar["model"]["pretrained"] == "cifar10"
+    assert core50["runs"] == icifar["runs"] == 10
+
+
+def test_googlenet128_builds_offline_without_weights():
+    model = ex.googlenet128(50, pretrained=False)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 128, 128))
+    assert out.shape == (1, 50)
+    assert model.body.conv1.conv.stride == (1, 1) and model.body.conv1.conv.padding == (0, 0)
+
+
+def test_googlenet128_offline_names_the_missing_weights(monkeypatch, tmp_path):
+    import torchvision.models as tvm
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(tvm, "googlenet", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(ex.MissingPretrainedWeightsError, match="googlenet-1378be20.pth") as info:
+        ex.googlenet128(50)
+    assert "IMAGENET1K_V1" in str(info.value) and "profile='quick'" in str(info.value)
+
+
+def test_class_orders_start_natural_then_shuffle():
+    orders = ex.class_orders(3, seed=0)
+    assert orders[0] is None and len(set(orders)) == 3
+    data = synthetic(n_classes=10)
+    spec = {"kind": "split", "dataset": "blobs", "tasks": 5, "shuffle": True}
+    ex._DATA_CACHE[("blobs", "None", None, None, 0, ())] = data
+    first = ex.build_benchmark(spec, order_seed=orders[0])
+    second = ex.build_benchmark(spec, order_seed=orders[1])
+    assert [list(t.classes) for t in first.tasks] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert [list(t.classes) for t in second.tasks] != [list(t.classes) for t in first.tasks]
+    ex._DATA_CACHE.clear()
+
+
+def test_quick_setup_runs_in_the_smoke_profile_on_digits():
+    setup = presets.get("ar1-accuracy", "smoke")["setups"][0]
+    results = ex.run_strategies(setup["strategies"], setup, dataset="digits", seed=0, device="cpu", runs=1,
+                                log=None)
+    assert set(results) == set(setup["strategies"])
+    table = ex.final_table(results)
+    assert table.shape[0] == len(setup["strategies"])
+    assert math.isfinite(float(table.iloc[0, 0]))
