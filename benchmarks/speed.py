@@ -11,17 +11,19 @@ are trained
   MAS (and LwF) strategies, fed the same tensors through
   ``create_generic_benchmark_from_tensor_lists``.
 
-Only training is timed: clutils' evaluation is excluded through
-``Result.timings`` (``train_seconds`` includes ``after_task``, e.g. EWC's
-Fisher); Avalanche runs with ``eval_every=-1``, no metrics and no loggers.
+Only training is timed: clutils' time is ``fit`` less its ``evaluate`` calls
+(``after_task``, e.g. EWC's Fisher, included); Avalanche runs with
+``eval_every=-1``, no metrics and no loggers. ``--clock cpu`` times with the
+process's CPU time instead of the wall clock (steadier on a shared machine).
 
-Each configuration runs in its own subprocess (fresh allocator, so the peak
-resident memory ``ru_maxrss`` is that configuration's own), warms up with a few
-bare steps first, and the configurations of a width are interleaved between
-two bare-loop runs whose mean is the reference of every ratio (their spread
-shows how noisy the machine was). See ``benchmarks/README.md``.
+Each configuration runs in its own subprocess (its own allocator and resident
+high-water mark, reset after the data are loaded and a few warm-up steps), and
+the configurations of a width are interleaved between two bare-loop runs whose
+mean is the reference of every ratio (their spread shows how noisy the machine
+was). See ``benchmarks/README.md``.
 
     python benchmarks/speed.py                       # the full comparison
+    python benchmarks/speed.py --threads 1 --clock cpu --repeats 2   # on a busy machine
     python benchmarks/speed.py --widths 256 --samples 5000 --no-avalanche
 """
 from __future__ import annotations
