@@ -139,7 +139,9 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
             tb = ids[index] if ids is not None and fixed_task is not None else fixed_task
             logits = model(xb, tb)
             loss = F.cross_entropy(logits, yb)
-            penalty = strategy.penalty(model, Batch(xb, yb, tb, logits))
+            penalty = None
+            if not strategy.applies_penalty_gradient:
+                penalty = strategy.penalty(model, Batch(xb, yb, tb, logits))
             optimizer.zero_grad(set_to_none=True)
             if strategy.needs_task_gradient:
                 loss.backward()

@@ -516,3 +516,26 @@ def test_state_dict_round_trip_restores_an_identical_penalty(name, case):
         assert p2 is None
     else:
         assert math.isfinite(p1.item()) and p1.item() == p2.item()
+
+
+@pytest.mark.parametrize("name", ["si", "ewc", "mas"])
+def test_penalty_gradient_applied_in_place_equals_autograd_of_the_penalty(name):
+    """The loop adds 2 * strength * Omega * (theta - theta*) to .grad instead of back-propagating penalty()."""
+    bench = benchmark("permuted")
+    model = build_model(bench, hidden=HIDDEN, seed=0)
+    strategy = make(name)
+    strategy.setup(model, bench)
+    generator = torch.Generator().manual_seed(3)
+    params = dict(model.named_parameters())
+    strategy.consolidate(model, {n: torch.rand(p.shape, generator=generator) for n, p in params.items()})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=generator))
+    assert strategy.applies_penalty_gradient
+    strategy.penalty(model, None).backward()
+    expected = {n: p.grad.clone() for n, p in params.items()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    strategy.after_backward(model)
+    for n, p in params.items():
+        torch.testing.assert_close(p.grad, expected[n], rtol=1e-5, atol=1e-7)

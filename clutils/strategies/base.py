@@ -52,6 +52,9 @@ class Strategy:
     # True when ``after_task_backward`` must see the gradient of the task loss alone
     # (the loop then back-propagates the penalty separately).
     needs_task_gradient: ClassVar[bool] = False
+    # True when the strategy adds its penalty's gradient to ``.grad`` itself (in
+    # ``after_backward``): the loop then does not back-propagate ``penalty()``.
+    applies_penalty_gradient: ClassVar[bool] = False
 
     def __init__(self, **hyperparameters: Any):
         unknown = sorted(set(hyperparameters) - set(self.defaults))

@@ -34,16 +34,21 @@ class PathIntegral:
         self.w = [torch.zeros_like(p) for p in self.params]
 
     def record_gradient(self) -> None:
-        for buffer, p in zip(self.grad, self.params):
-            if p.grad is None:
+        grads = [p.grad for p in self.params]
+        if all(g is not None for g in grads):
+            torch._foreach_copy_(self.grad, grads)
+            return
+        for buffer, g in zip(self.grad, grads):  # another task's head has no gradient
+            if g is None:
                 buffer.zero_()
             else:
-                buffer.copy_(p.grad)
+                buffer.copy_(g)
 
     def record_step(self) -> None:
         current = [p.detach() for p in self.params]
-        delta = torch._foreach_sub(current, self.previous)
-        torch._foreach_addcmul_(self.w, self.grad, delta, value=-1.0)
+        # previous <- previous - current = -delta, in place (no new buffers every step)
+        torch._foreach_sub_(self.previous, current)
+        torch._foreach_addcmul_(self.w, self.grad, self.previous)  # w += g * (-delta)
         torch._foreach_copy_(self.previous, current)
 
     def contribution(self) -> dict[str, torch.Tensor]:
