@@ -23,12 +23,7 @@ from clutils.strategies import REGISTRY, strategy_names
 SMOKE = ["run", "--benchmark", "split-mnist", "--dataset", "digits", "--profile", "smoke", "--no-progress"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -20,13 +20,7 @@ from clutils.train import (CHECKPOINT, CheckpointMismatchError, TrainConfig, Tra
 CONFIG = dict(epochs=2, batch_size=64, lr=1e-3, progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train fastest on one thread (and do not fight other processes for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
