@@ -82,7 +82,7 @@ def test_observed_side_charged_omega_unobserved_side_a_omega_plus_epsilon():
     model = Theta(theta)
     per_param = surrogate(model.theta.detach(), s.anchor["theta"], s.omega["theta"], s.came_from["theta"], a, eps)
     assert per_param.tolist() == pytest.approx(expected)
-    assert float(s.penalty(model, None)) == pytest.approx(c * sum(expected))
+    assert float(s.penalty(model, None).detach()) == pytest.approx(c * sum(expected))
     assert float(s.surrogate_loss(model)) == pytest.approx(sum(expected))
     # Gradient of the fast penalty: 2 c coefficient (theta - anchor)
     s.penalty(model, None).backward()
@@ -200,11 +200,11 @@ def test_state_dict_round_trip_keeps_the_penalty():
     train_task(model, s, H1, T1, steps=300, lr=1e-3)
     with torch.no_grad():
         model.theta += torch.tensor([0.3, -0.2], dtype=torch.float64)
-    before = float(s.penalty(model, None))
+    before = float(s.penalty(model, None).detach())
     fresh = make("alasso")
     fresh.setup(model, None)
     fresh.load_state_dict(s.state_dict())
-    assert float(fresh.penalty(model, None)) == pytest.approx(before)
+    assert float(fresh.penalty(model, None).detach()) == pytest.approx(before)
 
 
 def test_fit_runs_and_resumes(tmp_path):
@@ -216,14 +216,18 @@ def test_fit_runs_and_resumes(tmp_path):
     cfg = TrainConfig(epochs=1, batch_size=32, seed=0, progress=False)
     full = fit(build_model(bench, hidden=(16,), seed=0), bench, make("alasso"), cfg, device="cpu")
     assert full.R.shape == (3, 3) and np.isfinite(full.R).all()
-    # Interrupted after two tasks, resumed: the same result
-    short = make_benchmark("permuted-mnist", dataset="digits", n_tasks=3, seed=0, train_per_class=20, test_per_class=10)
-    strategy = make("alasso")
-    model = build_model(short, hidden=(16,), seed=0)
-    short.tasks = short.tasks[:2] + short.tasks[2:]
+    # Interrupted before the third task, then resumed from the checkpoint: the same result.
+
+    class Interrupted(ALASSO):
+        def before_task(self, model, task):
+            if task.index == 2:
+                raise KeyboardInterrupt
+            super().before_task(model, task)
+
     run_dir = tmp_path / "run"
-    fit(model, short, strategy, cfg, device="cpu", run_dir=run_dir)
-    again = fit(build_model(short, hidden=(16,), seed=0), short, make("alasso"), cfg, device="cpu", run_dir=run_dir)
+    with pytest.raises(KeyboardInterrupt):
+        fit(build_model(bench, hidden=(16,), seed=0), bench, Interrupted(), cfg, device="cpu", run_dir=run_dir)
+    again = fit(build_model(bench, hidden=(16,), seed=0), bench, make("alasso"), cfg, device="cpu", run_dir=run_dir)
     assert np.allclose(again.R, full.R)
 
 
@@ -311,3 +315,19 @@ def test_probe_fast_path_matches_full_forward_passes():
         right = part[part.offset > 0].loss_change.sum()
         left = part[part.offset < 0].loss_change.sum()
         assert right >= left
+
+
+# ----------------------------------------------------------------------------- the chapter page
+
+def test_code_excerpts_on_the_chapter_page_are_verbatim_from_the_implementation():
+    """book/alasso.md shows the code next to the formulas; it must not drift from the module."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "book" / "alasso.md").read_text()
+    source = (root / "clutils" / "strategies" / "alasso.py").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    assert len(blocks) >= 5
+    for block in blocks:
+        assert block.strip("\n") in source, f"excerpt not found in clutils/strategies/alasso.py:\n{block}"

@@ -297,8 +297,8 @@ def test_cwr_plus_mean_shifts_each_batch_and_starts_from_zero():
     layer = output_layer(model)
     for task in bench.tasks:
         rows = list(task.classes)
-        assert float(layer.weight[rows].mean()) == pytest.approx(0.0, abs=1e-6)
-        assert float(layer.bias[rows].mean()) == pytest.approx(0.0, abs=1e-6)
+        assert float(layer.weight[rows].detach().mean()) == pytest.approx(0.0, abs=1e-6)
+        assert float(layer.bias[rows].detach().mean()) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_cwr_random_init_uses_the_requested_gaussian():
@@ -454,7 +454,7 @@ def test_shared_lr_scale_slows_only_the_layers_below_the_output():
 
         def after(model, task, data):
             inner(model, task, data)
-            moved.update({n: float((p.detach() - dict(before.named_parameters())[n]).abs().sum())
+            moved.update({n: float((p.detach() - dict(before.named_parameters())[n].detach()).abs().sum())
                           for n, p in model.named_parameters()})
 
         strategy.after_task = after
@@ -598,3 +598,28 @@ def test_quick_setup_runs_in_the_smoke_profile_on_digits():
     table = ex.final_table(results)
     assert table.shape[0] == len(setup["strategies"])
     assert math.isfinite(float(table.iloc[0, 0]))
+
+
+def test_cifarnet_is_pretrained_on_cifar10_once_and_cached(monkeypatch, tmp_path):
+    from clutils.data import datasets as datasets_mod
+
+    calls = []
+
+    def fake_cifar10(root=None, download=None, **options):
+        calls.append(root)
+        g = torch.Generator().manual_seed(0)
+        y = torch.arange(10).repeat(2)
+        return Dataset("cifar10", TensorData(torch.randn(20, 3, 32, 32, generator=g), y),
+                       TensorData(torch.randn(20, 3, 32, 32, generator=g), y), 10)
+
+    monkeypatch.setitem(datasets_mod.LOADERS, "cifar10", fake_cifar10)
+    monkeypatch.setenv("CLUTILS_DATA", str(tmp_path))
+    target = bm.split(fake_cifar10(), 2, "class", seed=None)
+    calls.clear()
+    spec = {"arch": "cifarnet", "pretrained": "cifar10", "pretrain_epochs": 1}
+    first = ex.build_ar1_model(spec, target, seed=0)
+    second = ex.build_ar1_model(spec, target, seed=1)
+    assert len(calls) == 1  # the second model reads the cached body
+    for (n, a), b in zip(first.body.state_dict().items(), second.body.state_dict().values()):
+        assert torch.equal(a, b), n
+    assert list(tmp_path.glob("clutils-cache/ar1-cifarnet-cifar10-e1-s0.pt"))

@@ -82,7 +82,10 @@ def summarise(table: pd.DataFrame) -> dict[str, float]:
     * ``unobserved_steeper``: share with ``h_un > h_obs``;
     * ``median_ratio``: median ``h_un / h_obs`` (parameters with ``h_obs > 0``);
     * ``median_asymmetry``: median of steeper/shallower curvature (both > 0),
-      the asymmetry of Figure 2 whichever side was observed.
+      the asymmetry of Figure 2 whichever side was observed;
+    * ``valleys``: share of parameters whose loss rises on both sides (both
+      curvatures > 0), the only ones with a minimum at the trained value;
+    * ``descending``: share whose loss keeps falling past the trained value (``h_un <= 0``).
     """
     n = len(table)
     if n == 0:
@@ -98,6 +101,8 @@ def summarise(table: pd.DataFrame) -> dict[str, float]:
         "unobserved_steeper": float((table.h_un > table.h_obs).mean()),
         "median_ratio": float((pos.h_un / pos.h_obs).median()) if len(pos) else float("nan"),
         "median_asymmetry": float(asym.median()) if len(both) else float("nan"),
+        "valleys": float(len(both) / n),
+        "descending": float((table.h_un <= 0).mean()),
     }
 
 

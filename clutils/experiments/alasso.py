@@ -372,6 +372,12 @@ def method_style(label: str) -> str:
     return "--" if label in ("single_task", "multi_task") or "tuned" in label else "-"
 
 
+def _integer_ticks(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_curves(results: Mapping[str, Result], value: str = "average accuracy", ax=None, title: str | None = None):
     """Figure 5/K (``"average accuracy"``) or 6/L (``"std across tasks"``) in percent."""
     import matplotlib.pyplot as plt
@@ -383,6 +389,7 @@ def plot_curves(results: Mapping[str, Result], value: str = "average accuracy", 
         ax.plot(part["tasks learned"], 100 * part[value], marker="o", ms=3, lw=1.8,
                 color=method_color(label), ls=method_style(label), label=label)
     ax.set_xlabel("number of tasks learned")
+    _integer_ticks(ax)
     ax.set_ylabel({"average accuracy": "average accuracy on tasks so far (%)",
                    "std across tasks": "std of per-task accuracy (points)"}.get(value, value))
     if title:
@@ -404,6 +411,7 @@ def plot_early_tasks(results: Mapping[str, Result], tasks: Sequence[int], ax=Non
             ax.plot(x, 100 * R[j - 1:, j - 1], color=method_color(label), ls=styles[k % len(styles)], lw=1.8,
                     label=f"{label}, task {j}")
     ax.set_xlabel("most recently trained task")
+    _integer_ticks(ax)
     ax.set_ylabel("test accuracy (%)")
     if title:
         ax.set_title(title)
@@ -426,7 +434,17 @@ def plot_snapshots(frame: pd.DataFrame, title: str | None = None):
         ax.set_ylabel("test accuracy (%)" if ax is axes[0][0] else "")
         if ax is not axes[0][-1] and ax.get_legend() is not None:
             ax.get_legend().remove()
-    axes[0][-1].legend(loc="lower left", fontsize="small")
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     if title:
         fig.suptitle(title, y=1.03)
     return fig
+
+
+def caption(fig, text: str, width: int | None = None) -> None:
+    """``style.add_caption`` with the text wrapped to the figure's width (long run descriptions)."""
+    import textwrap
+
+    from ..style import add_caption
+
+    width = width or max(60, int(fig.get_figwidth() * 15))
+    add_caption(fig, textwrap.fill(text, width))

@@ -581,7 +581,8 @@ def class_order(result: Result) -> list[int]:
     return [c for group in result.benchmark["classes_per_task"] for c in group]
 
 
-def plot_confusion_rows(results: Mapping[str, Result], size: float = 2.0, order_by_batch: bool = True):
+def plot_confusion_rows(results: Mapping[str, Result], size: float = 2.0, order_by_batch: bool = True,
+                        title: str | None = None):
     """Figures 10-12: one row of confusion matrices per strategy, one column per batch."""
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -604,6 +605,8 @@ def plot_confusion_rows(results: Mapping[str, Result], size: float = 2.0, order_
             if r == len(labels) - 1:
                 ax.set_xlabel("predicted class", fontsize="small")
     fig.tight_layout()
+    if title:
+        fig.suptitle(title, y=1 + 0.45 / fig.get_figheight())
     return fig
 
 

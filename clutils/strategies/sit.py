@@ -137,20 +137,23 @@ class ClippedImportance(QuadraticPenalty):
         """``grad += lambda * F_hat * (theta - theta*)``: Eq. 7's weight decay toward the anchor."""
         if not self.importance:
             return
-        if self._decay is None:  # the parameter, anchor and F_hat lists, built once per batch
+        if self._decay is None:
+            # Once per batch: the parameters, lambda * F_hat and lambda * F_hat * theta*, so that a
+            # step costs two fused operations: grad += (lambda F_hat) theta - (lambda F_hat theta*).
             params = dict(model.named_parameters())
             names = [n for n in self.importance if params[n].requires_grad]
-            self._decay = ([params[n] for n in names], [self.anchor[n] for n in names],
-                           [self.importance[n] for n in names])
-        params, anchors, importance = self._decay
+            scaled = [self.strength * self.importance[n] for n in names]
+            self._decay = ([params[n] for n in names], scaled,
+                           [k * self.anchor[n] for k, n in zip(scaled, names)])
+        params, scaled, pull = self._decay
         if not params:
             return
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        decay = torch._foreach_sub([p.detach() for p in params], anchors)
-        torch._foreach_mul_(decay, importance)
-        torch._foreach_add_([p.grad for p in params], decay, alpha=self.strength)
+        grads = [p.grad for p in params]
+        torch._foreach_addcmul_(grads, scaled, [p.detach() for p in params])
+        torch._foreach_sub_(grads, pull)
 
     def normalise(self) -> dict[str, torch.Tensor]:
         """``F_hat`` from ``raw`` and ``batches`` (subclasses: Eq. 8 or Eq. 11)."""
@@ -181,8 +184,9 @@ class ClippedImportance(QuadraticPenalty):
         return hit / sum(v.numel() for v in self.importance.values())
 
     def state_dict(self):
-        state = super().state_dict()
-        state.update({f"raw.{n}": v for n, v in self.raw.items()})
+        """``F`` and ``Theta`` (the paper's ``2 m`` values); ``F_hat`` is recomputed from ``F`` on loading."""
+        state = {f"raw.{n}": v for n, v in self.raw.items()}
+        state.update({f"anchor.{n}": v for n, v in self.anchor.items()})
         state["batches"] = torch.tensor(self.batches)
         return state
 
@@ -190,8 +194,9 @@ class ClippedImportance(QuadraticPenalty):
         state = dict(state)
         self.batches = int(state.pop("batches", 0))
         self.raw = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("raw.")}
+        self.anchor = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("anchor.")}
+        self.importance = self.normalise() if self.raw else {}
         self._decay = None
-        super().load_state_dict({k: v for k, v in state.items() if not k.startswith("raw.")})
 
 
 class _PathIntegralOf(PathIntegral):
