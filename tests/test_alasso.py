@@ -33,6 +33,16 @@ def _set_state(strategy, omega, came_from, anchor):
     })
 
 
+def penalty_and_gradient(strategy, model):
+    """The penalty and its gradient, through the hooks in the training loop's order."""
+    strategy.before_task(model, None)
+    model.zero_grad(set_to_none=True)
+    value = strategy.penalty(model, None)
+    strategy.after_task_backward(model)  # ALASSO adds its penalty's gradient here (fused_gradient)
+    value.backward()
+    return value.detach(), model.theta.grad.clone()
+
+
 # ----------------------------------------------------------------------------- Eq. 5: the surrogate
 
 def test_registered_with_the_authors_constants():
@@ -45,7 +55,8 @@ def test_registered_with_the_authors_constants():
         make("alasso", omega="bogus")
 
 
-def test_symmetric_si_penalty_when_a_is_1_and_epsilon_0():
+@pytest.mark.parametrize("fused", [True, False])
+def test_symmetric_si_penalty_when_a_is_1_and_epsilon_0(fused):
     g = torch.Generator().manual_seed(0)
     omega = torch.rand(50, generator=g, dtype=torch.float64)
     anchor = torch.randn(50, generator=g, dtype=torch.float64)
@@ -54,41 +65,41 @@ def test_symmetric_si_penalty_when_a_is_1_and_epsilon_0():
     model = Theta(theta.tolist())
 
     s = make("alasso", a=1.0, epsilon=0.0, c=0.7)
+    s.fused_gradient = fused
     _set_state(s, omega.tolist(), came_from.tolist(), anchor.tolist())
     quad = QuadraticPenalty()  # SI's penalty: c * sum_k Omega_k (theta_k - theta*_k)^2
     quad.hp = {"c": 0.7}
     quad.importance, quad.anchor = {"theta": omega}, {"theta": anchor}
-    expected = quad.penalty(model, None)
-    got = s.penalty(model, None)
-    assert torch.allclose(got, expected, rtol=1e-12)
-    # ... and the same gradient
-    got.backward()
-    g_alasso = model.theta.grad.clone()
+    got, g_alasso = penalty_and_gradient(s, model)
     model.theta.grad = None
-    quad.penalty(model, None).backward()
+    expected = quad.penalty(model, None)
+    assert torch.allclose(got, expected.detach(), rtol=1e-12)
+    expected.backward()  # ... and the same gradient
     assert torch.allclose(g_alasso, model.theta.grad, rtol=1e-12)
 
 
-def test_observed_side_charged_omega_unobserved_side_a_omega_plus_epsilon():
+@pytest.mark.parametrize("fused", [True, False])
+def test_observed_side_charged_omega_unobserved_side_a_omega_plus_epsilon(fused):
     a, eps, c = 3.0, 0.5, 2.0
     # Anchor 1.0 for every parameter, Omega 2.0. came_from = sign(theta^{n-1} - theta^n):
     # +1: the parameter came from above, so above the anchor is the observed side.
     came_from = [1.0, 1.0, -1.0, -1.0, 0.0, 0.0]
     theta = [1.5, 0.5, 1.5, 0.5, 1.5, 0.5]  # every case on both sides, 0.5 away
     s = make("alasso", a=a, epsilon=eps, c=c)
+    s.fused_gradient = fused
     _set_state(s, [2.0] * 6, came_from, [1.0] * 6)
     obs, unobs = 2.0 * 0.25, (a * 2.0 + eps) * 0.25
     expected = [obs, unobs, unobs, obs, unobs, unobs]  # a parameter that never moved: both sides unobserved
     model = Theta(theta)
     per_param = surrogate(model.theta.detach(), s.anchor["theta"], s.omega["theta"], s.came_from["theta"], a, eps)
     assert per_param.tolist() == pytest.approx(expected)
-    assert float(s.penalty(model, None).detach()) == pytest.approx(c * sum(expected))
+    value, grad = penalty_and_gradient(s, model)
+    assert float(value) == pytest.approx(c * sum(expected))
     assert float(s.surrogate_loss(model)) == pytest.approx(sum(expected))
     # Gradient of the fast penalty: 2 c coefficient (theta - anchor)
-    s.penalty(model, None).backward()
     coef = [2.0, a * 2 + eps, a * 2 + eps, 2.0, a * 2 + eps, a * 2 + eps]
     d = [0.5, -0.5, 0.5, -0.5, 0.5, -0.5]
-    assert model.theta.grad.tolist() == pytest.approx([2 * c * k * x for k, x in zip(coef, d)])
+    assert grad.tolist() == pytest.approx([2 * c * k * x for k, x in zip(coef, d)])
 
 
 def test_fast_penalty_matches_the_reference_surrogate_and_its_gradient():
@@ -191,6 +202,37 @@ def test_si_omega_ablation_is_cumulative_like_si():
         train_task(m_si, s_si, h, t, steps=500, lr=1e-3)
     assert torch.allclose(m_al.theta, m_si.theta)
     assert torch.allclose(s_al.omega["theta"], s_si.importance["theta"])
+
+
+def test_fused_and_autograd_gradients_train_identically():
+    runs = []
+    for fused in (True, False):
+        s = make("alasso", a=2.0, epsilon=0.01, c=0.5)
+        s.fused_gradient = fused
+        model = Theta([0.0, 0.0])
+        s.setup(model, None)
+        for h, t in ((H1, T1), (H2, T2), (H1, T2)):
+            train_task(model, s, h, t, steps=300, lr=1e-2)
+        runs.append((model.theta.detach().clone(), s.omega["theta"].clone()))
+    assert torch.allclose(runs[0][0], runs[1][0], rtol=1e-10) and torch.allclose(runs[0][1], runs[1][1], rtol=1e-10)
+
+
+def test_in_place_path_integral_equals_si_path_integral():
+    from clutils.strategies.alasso import InPlacePathIntegral
+    from clutils.strategies.si import PathIntegral
+
+    model = Theta([0.5, -1.0])
+    paths = [PathIntegral(model), InPlacePathIntegral(model)]
+    g = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        model.theta.grad = torch.randn(2, generator=g, dtype=torch.float64)
+        for path in paths:
+            path.record_gradient()
+        with torch.no_grad():
+            model.theta.add_(0.1 * torch.randn(2, generator=g, dtype=torch.float64))
+        for path in paths:
+            path.record_step()
+    assert torch.allclose(paths[0].w[0], paths[1].w[0], rtol=1e-12)
 
 
 def test_state_dict_round_trip_keeps_the_penalty():

@@ -623,3 +623,31 @@ def test_cifarnet_is_pretrained_on_cifar10_once_and_cached(monkeypatch, tmp_path
     for (n, a), b in zip(first.body.state_dict().items(), second.body.state_dict().values()):
         assert torch.equal(a, b), n
     assert list(tmp_path.glob("clutils-cache/ar1-cifarnet-cifar10-e1-s0.pt"))
+
+
+@pytest.mark.parametrize("name", ["ewc-sit", "si-sit", "ar1"])
+def test_the_decay_added_to_the_gradients_is_the_gradient_of_the_reported_penalty(name):
+    bench = class_incremental()
+    result, model, s = run(name, bench, lam=50.0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x, y = bench.tasks[0].train.x[:4], bench.tasks[0].train.y[:4]
+    logits = model(x)
+    model.zero_grad()
+    s.penalty(model, Batch(x, y, None, logits)).backward()
+    autograd = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    s._decay = None
+    s.after_backward(model)
+    for n, g in autograd.items():
+        assert torch.allclose(dict(model.named_parameters())[n].grad, g, atol=1e-6), n
+    assert s.applies_penalty_gradient
+
+
+def test_a_wrapped_strategy_keeps_its_gradient_contract():
+    wrapped = ex.BatchSchedule(make("ewc", lam=1.0), shared_lr_scale=0.5)
+    assert wrapped.applies_penalty_gradient is True
+    assert ex.BatchSchedule(make("si"), repeat_first=2).needs_task_gradient is True

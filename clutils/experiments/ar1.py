@@ -218,6 +218,7 @@ class BatchSchedule(Strategy):
         self.hp = {**inner.hp, "repeat_first": int(repeat_first), "repeat_rest": int(repeat_rest),
                    "lr_scale_first": float(lr_scale_first), "shared_lr_scale": float(shared_lr_scale)}
         self.needs_task_gradient = inner.needs_task_gradient
+        self.applies_penalty_gradient = inner.applies_penalty_gradient
         self.benchmark = None
         self.repeat_first, self.repeat_rest = int(repeat_first), int(repeat_rest)
         self.lr_scale_first = float(lr_scale_first)

@@ -109,6 +109,38 @@ class _AsymmetricQuadratic(torch.autograd.Function):
         return q * (2 * grad_output), None, None, None
 
 
+class _PenaltyValue(torch.autograd.Function):
+    """Carries the penalty's value to the training loop; its gradient is added by the strategy.
+
+    ``ALASSO.after_task_backward`` adds the closed-form gradient ``2 c q`` to
+    ``.grad`` itself (right after SI's bookkeeping has read the task gradient),
+    so the loop's ``penalty.backward()`` has nothing left to do.
+    """
+
+    @staticmethod
+    def forward(ctx, value, carrier):
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return None, None
+
+
+class InPlacePathIntegral(PathIntegral):
+    """SI's :class:`~clutils.strategies.si.PathIntegral` with an allocation-free step.
+
+    ``w -= g * (theta - previous)`` is computed as ``w += g * (previous - theta)``
+    in ``previous``'s own storage, which is then refilled with ``theta``: the same
+    sum without allocating a parameter-sized ``delta`` at every step.
+    """
+
+    def record_step(self) -> None:
+        current = [p.detach() for p in self.params]
+        torch._foreach_sub_(self.previous, current)  # previous <- -(delta)
+        torch._foreach_addcmul_(self.w, self.grad, self.previous)  # w += g * (-delta)
+        torch._foreach_copy_(self.previous, current)
+
+
 @register
 class ALASSO(Strategy):
     """ALASSO (see the module docstring for the equations and the authors' constants)."""
@@ -127,6 +159,9 @@ class ALASSO(Strategy):
         "keep_max": True,  # Omega^n = max(Eq. 7, Omega^{n-1}) (the authors' code)
     }
     needs_task_gradient = True  # the path integral needs the task loss's own gradient
+    #: Add the penalty's closed-form gradient in ``after_task_backward`` instead of
+    #: back-propagating it (same numbers, fewer passes over the weights; False: autograd).
+    fused_gradient = True
 
     def __init__(self, **hyperparameters):
         super().__init__(**hyperparameters)
@@ -151,21 +186,47 @@ class ALASSO(Strategy):
         self.came_from: dict[str, torch.Tensor] = {}  # sign(theta^{n-1} - theta^n): the observed side
         self.anchor: dict[str, torch.Tensor] = {}  # theta^n
         self._coefficients: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._buffers: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # d and q of every step
+        self._pending = None  # the parameters whose penalty gradient is still to be added
 
     def before_task(self, model, task) -> None:
-        self.path = PathIntegral(model)  # omega^n of Eq. 10 along the path (SI's bookkeeping)
+        self.path = InPlacePathIntegral(model)  # omega^n of Eq. 10 along the path (SI's bookkeeping)
+        self._pending = None
 
     def penalty(self, model, batch):
         """``c * sum_k L_s^{n-1}(theta_k)`` (Eq. 6); none while training the first task."""
         if not self.omega:
             return None
         params = parameters_of(model)
-        total = sum(_AsymmetricQuadratic.apply(params[n], self.anchor[n], *self._coefficients[n])
-                    for n in self.omega)
-        return self.hp["c"] * total
+        if not self.fused_gradient:
+            total = sum(_AsymmetricQuadratic.apply(params[n], self.anchor[n], *self._coefficients[n])
+                        for n in self.omega)
+            return self.hp["c"] * total
+        total = None
+        for n, (mid, half) in self._coefficients.items():
+            d, q = self._buffers[n]
+            torch.sub(params[n].detach(), self.anchor[n], out=d)  # d = theta - theta^{n-1}
+            torch.abs(d, out=q)
+            q.mul_(half).addcmul_(mid, d)  # q = mid * d + half * |d|: half the gradient
+            dot = torch.dot(d.view(-1), q.view(-1))  # the surrogate: sum d * q
+            total = dot if total is None else total + dot
+        self._pending = params
+        carrier = next(iter(params.values()))
+        return _PenaltyValue.apply(self.hp["c"] * total, carrier)
 
     def after_task_backward(self, model) -> None:
-        self.path.record_gradient()
+        self.path.record_gradient()  # the task gradient alone, for omega^n
+        if self._pending is not None:  # then the penalty's gradient 2 c q
+            scale = 2.0 * self.hp["c"]
+            for n, p in self._pending.items():
+                if n not in self._buffers:
+                    continue
+                q = self._buffers[n][1]
+                if p.grad is None:
+                    p.grad = q * scale
+                else:
+                    p.grad.add_(q, alpha=scale)
+            self._pending = None
 
     def after_step(self, model) -> None:
         self.path.record_step()
@@ -210,6 +271,8 @@ class ALASSO(Strategy):
     def _refresh(self) -> None:
         a, eps = float(self.hp["a"]), float(self.hp["epsilon"])
         self._coefficients = {n: side_coefficients(self.omega[n], self.came_from[n], a, eps) for n in self.omega}
+        self._buffers = {n: (torch.empty_like(v), torch.empty_like(v)) for n, v in self.anchor.items()}
+        self._pending = None
 
     # -- inspection ----------------------------------------------------------------------------
     def surrogate_loss(self, model, a: float | None = None, epsilon: float | None = None) -> torch.Tensor:

@@ -114,23 +114,23 @@ class ClippedImportance(QuadraticPenalty):
 
     def before_task(self, model, task) -> None:
         super().before_task(model, task)
-        self._decay = None  # requires_grad may have changed (CWR freezes the shared weights)
+        self._decay = None  # the trainable parameters may differ from one batch to the next
 
     def protected(self, model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
         """The parameters this strategy measures and protects (all trainable ones)."""
         return parameters_of(model)
 
     def penalty(self, model, batch):
-        return None  # applied to the gradients in after_backward (Eq. 7)
+        """``lambda / 2 * sum F_hat (theta - theta*)^2``, differentiable (for reports and tests).
 
-    def penalty_value(self, model) -> float:
-        """``lambda / 2 * sum F_hat (theta - theta*)^2``, the loss the decay descends (for reports)."""
+        The loop does not back-propagate it (``applies_penalty_gradient``): ``after_backward``
+        adds its gradient ``lambda * F_hat * (theta - theta*)``, Eq. 7's decay, directly.
+        """
         if not self.importance:
-            return 0.0
+            return None
         params = dict(model.named_parameters())
-        total = sum((self.importance[n] * (params[n].detach() - self.anchor[n]).pow(2)).sum()
-                    for n in self.importance)
-        return 0.5 * self.strength * float(total)
+        total = sum((self.importance[n] * (params[n] - self.anchor[n]).pow(2)).sum() for n in self.importance)
+        return 0.5 * self.strength * total
 
     @torch.no_grad()
     def after_backward(self, model) -> None:
