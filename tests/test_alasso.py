@@ -217,24 +217,6 @@ def test_fused_and_autograd_gradients_train_identically():
     assert torch.allclose(runs[0][0], runs[1][0], rtol=1e-10) and torch.allclose(runs[0][1], runs[1][1], rtol=1e-10)
 
 
-def test_in_place_path_integral_equals_si_path_integral():
-    from clutils.strategies.alasso import InPlacePathIntegral
-    from clutils.strategies.si import PathIntegral
-
-    model = Theta([0.5, -1.0])
-    paths = [PathIntegral(model), InPlacePathIntegral(model)]
-    g = torch.Generator().manual_seed(3)
-    for _ in range(20):
-        model.theta.grad = torch.randn(2, generator=g, dtype=torch.float64)
-        for path in paths:
-            path.record_gradient()
-        with torch.no_grad():
-            model.theta.add_(0.1 * torch.randn(2, generator=g, dtype=torch.float64))
-        for path in paths:
-            path.record_step()
-    assert torch.allclose(paths[0].w[0], paths[1].w[0], rtol=1e-12)
-
-
 def test_state_dict_round_trip_keeps_the_penalty():
     s = make("alasso")
     model = Theta([0.0, 0.0])

@@ -26,12 +26,21 @@ JS = r"""// Written by tools/sphinx_offline.py: ipywidgets in the static book, o
   // whose webpack public path (fonts, icons) is derived from the module's require.js
   // URL: map that module id to the vendored folder (a global `require` object is
   // read by require.js as its configuration when it loads).
+  // The bundled AMD modules "@jupyter-widgets/controls" (and base, output) derive
+  // their own public path from their module URL, which require.js resolves
+  // relative to the page unless mapped too: map them into the same folder.
   var here = document.currentScript && document.currentScript.src;
   if (here) {
     var assets = new URL("../html-manager/", here).href;
     window.__jupyter_widgets_assets_path__ = assets;
+    var paths = { "@jupyter-widgets/html-manager/dist": assets.replace(/\/$/, "") };
+    ["controls", "base", "output"].forEach(function (name) {
+      paths["@jupyter-widgets/" + name] = assets + name;
+    });
     if (typeof window.require === "undefined") {
-      window.require = { paths: { "@jupyter-widgets/html-manager/dist": assets.replace(/\/$/, "") } };
+      window.require = { paths: paths };
+    } else if (typeof window.require.config === "function") {
+      window.require.config({ paths: paths });
     }
   }
   // The HTML manager typesets widget labels with MathJax 2's MathJax.Hub.Queue;

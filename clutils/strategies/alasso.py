@@ -126,21 +126,6 @@ class _PenaltyValue(torch.autograd.Function):
         return None, None
 
 
-class InPlacePathIntegral(PathIntegral):
-    """SI's :class:`~clutils.strategies.si.PathIntegral` with an allocation-free step.
-
-    ``w -= g * (theta - previous)`` is computed as ``w += g * (previous - theta)``
-    in ``previous``'s own storage, which is then refilled with ``theta``: the same
-    sum without allocating a parameter-sized ``delta`` at every step.
-    """
-
-    def record_step(self) -> None:
-        current = [p.detach() for p in self.params]
-        torch._foreach_sub_(self.previous, current)  # previous <- -(delta)
-        torch._foreach_addcmul_(self.w, self.grad, self.previous)  # w += g * (-delta)
-        torch._foreach_copy_(self.previous, current)
-
-
 @register
 class ALASSO(Strategy):
     """ALASSO (see the module docstring for the equations and the authors' constants)."""
@@ -190,7 +175,7 @@ class ALASSO(Strategy):
         self._pending = None  # the parameters whose penalty gradient is still to be added
 
     def before_task(self, model, task) -> None:
-        self.path = InPlacePathIntegral(model)  # omega^n of Eq. 10 along the path (SI's bookkeeping)
+        self.path = PathIntegral(model)  # omega^n of Eq. 10 along the path (SI's bookkeeping)
         self._pending = None
 
     def penalty(self, model, batch):
