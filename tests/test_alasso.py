@@ -34,12 +34,15 @@ def _set_state(strategy, omega, came_from, anchor):
 
 
 def penalty_and_gradient(strategy, model):
-    """The penalty and its gradient, through the hooks in the training loop's order."""
+    """The penalty and its gradient: added by ``after_backward`` or back-propagated, as the loop does."""
     strategy.before_task(model, None)
     model.zero_grad(set_to_none=True)
     value = strategy.penalty(model, None)
-    strategy.after_task_backward(model)  # ALASSO adds its penalty's gradient here (fused_gradient)
-    value.backward()
+    if strategy.applies_penalty_gradient:
+        model.theta.grad = torch.zeros_like(model.theta)  # the task loss's gradient, here zero
+        strategy.after_backward(model)
+    else:
+        value.backward()
     return value.detach(), model.theta.grad.clone()
 
 
@@ -65,7 +68,7 @@ def test_symmetric_si_penalty_when_a_is_1_and_epsilon_0(fused):
     model = Theta(theta.tolist())
 
     s = make("alasso", a=1.0, epsilon=0.0, c=0.7)
-    s.fused_gradient = fused
+    s.applies_penalty_gradient = fused
     _set_state(s, omega.tolist(), came_from.tolist(), anchor.tolist())
     quad = QuadraticPenalty()  # SI's penalty: c * sum_k Omega_k (theta_k - theta*_k)^2
     quad.hp = {"c": 0.7}
@@ -86,7 +89,7 @@ def test_observed_side_charged_omega_unobserved_side_a_omega_plus_epsilon(fused)
     came_from = [1.0, 1.0, -1.0, -1.0, 0.0, 0.0]
     theta = [1.5, 0.5, 1.5, 0.5, 1.5, 0.5]  # every case on both sides, 0.5 away
     s = make("alasso", a=a, epsilon=eps, c=c)
-    s.fused_gradient = fused
+    s.applies_penalty_gradient = fused
     _set_state(s, [2.0] * 6, came_from, [1.0] * 6)
     obs, unobs = 2.0 * 0.25, (a * 2.0 + eps) * 0.25
     expected = [obs, unobs, unobs, obs, unobs, unobs]  # a parameter that never moved: both sides unobserved
@@ -137,12 +140,13 @@ def train_task(model, strategy, h, t, steps=6000, lr=1e-4):
     strategy.before_task(model, None)
     for _ in range(steps):
         loss = quadratic_loss(model.theta, h, t).sum()
-        penalty = strategy.penalty(model, None)
+        penalty = None if strategy.applies_penalty_gradient else strategy.penalty(model, None)
         opt.zero_grad()
         loss.backward()
         strategy.after_task_backward(model)
         if penalty is not None:
             penalty.backward()
+        strategy.after_backward(model)
         opt.step()
         strategy.after_step(model)
     strategy.after_task(model, None, None)
@@ -208,7 +212,7 @@ def test_fused_and_autograd_gradients_train_identically():
     runs = []
     for fused in (True, False):
         s = make("alasso", a=2.0, epsilon=0.01, c=0.5)
-        s.fused_gradient = fused
+        s.applies_penalty_gradient = fused
         model = Theta([0.0, 0.0])
         s.setup(model, None)
         for h, t in ((H1, T1), (H2, T2), (H1, T2)):

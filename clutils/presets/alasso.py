@@ -117,8 +117,8 @@ define(
         # Stand-ins when the paper's data are not on disk: split Fashion-MNIST, 5 tasks of 2 classes,
         # through Table D's and Table E's networks.
         "cifar": {**_SPLIT_COMMON, "kind": "cifar10-100", "tasks": 30, "classes_per_task": 3, "arch": "table-d",
-                  "dataset": "fashion-mnist", "standin_tasks": 5, "epochs": 6, "batch_size": 256,
-                  "train_per_class": 250, "test_per_class": 100, "snapshots": [1, 3, 5]},
+                  "dataset": "fashion-mnist", "standin_tasks": 5, "epochs": 10, "batch_size": 256,
+                  "train_per_class": 300, "test_per_class": 100, "snapshots": [1, 3, 5]},
         "tiny": {**_SPLIT_COMMON, "kind": "tiny-imagenet", "tasks": 30, "classes_per_task": 6, "arch": "table-e",
                  "dataset": "fashion-mnist", "standin_tasks": 5, "size": 32, "epochs": 3, "batch_size": 128,
                  "train_per_class": 150, "test_per_class": 100, "snapshots": [1, 3, 5]},

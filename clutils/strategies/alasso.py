@@ -43,6 +43,13 @@ for the list of differences:
 
 Hyperparameters ``omega="si"`` (SI's cumulative Omega, Eq. 3) and
 ``a=1, epsilon=0`` (a symmetric surrogate) give the paper's two ablations.
+
+The training step writes the penalty as ``mid * d^2 + half * d |d|`` with
+``d = theta - anchor`` (:func:`side_coefficients`), so that no comparison is
+needed, and adds its closed-form gradient ``2 c (mid * d + half * |d|)`` to
+``.grad`` in ``after_backward`` instead of back-propagating it
+(``applies_penalty_gradient``, as the quadratic penalties of EWC, SI and MAS;
+:func:`surrogate` is the readable reference version).
 """
 from __future__ import annotations
 
@@ -109,23 +116,6 @@ class _AsymmetricQuadratic(torch.autograd.Function):
         return q * (2 * grad_output), None, None, None
 
 
-class _PenaltyValue(torch.autograd.Function):
-    """Carries the penalty's value to the training loop; its gradient is added by the strategy.
-
-    ``ALASSO.after_task_backward`` adds the closed-form gradient ``2 c q`` to
-    ``.grad`` itself (right after SI's bookkeeping has read the task gradient),
-    so the loop's ``penalty.backward()`` has nothing left to do.
-    """
-
-    @staticmethod
-    def forward(ctx, value, carrier):
-        return value.clone()
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        return None, None
-
-
 @register
 class ALASSO(Strategy):
     """ALASSO (see the module docstring for the equations and the authors' constants)."""
@@ -144,9 +134,9 @@ class ALASSO(Strategy):
         "keep_max": True,  # Omega^n = max(Eq. 7, Omega^{n-1}) (the authors' code)
     }
     needs_task_gradient = True  # the path integral needs the task loss's own gradient
-    #: Add the penalty's closed-form gradient in ``after_task_backward`` instead of
-    #: back-propagating it (same numbers, fewer passes over the weights; False: autograd).
-    fused_gradient = True
+    # The penalty's closed-form gradient is added to ``.grad`` in ``after_backward``; the loop
+    # then does not call ``penalty()`` (False: the loop back-propagates ``penalty()``).
+    applies_penalty_gradient = True
 
     def __init__(self, **hyperparameters):
         super().__init__(**hyperparameters)
@@ -172,46 +162,43 @@ class ALASSO(Strategy):
         self.anchor: dict[str, torch.Tensor] = {}  # theta^n
         self._coefficients: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._buffers: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # d and q of every step
-        self._pending = None  # the parameters whose penalty gradient is still to be added
 
     def before_task(self, model, task) -> None:
         self.path = PathIntegral(model)  # omega^n of Eq. 10 along the path (SI's bookkeeping)
-        self._pending = None
 
     def penalty(self, model, batch):
-        """``c * sum_k L_s^{n-1}(theta_k)`` (Eq. 6); none while training the first task."""
+        """``c * sum_k L_s^{n-1}(theta_k)`` (Eq. 6), differentiable; none while training the first task.
+
+        The training loop does not call it (``applies_penalty_gradient``): the
+        gradient is added in :meth:`after_backward`. It is the value for reports
+        and tests, and the loop's path when ``applies_penalty_gradient`` is False.
+        """
         if not self.omega:
             return None
         params = parameters_of(model)
-        if not self.fused_gradient:
-            total = sum(_AsymmetricQuadratic.apply(params[n], self.anchor[n], *self._coefficients[n])
-                        for n in self.omega)
-            return self.hp["c"] * total
-        total = None
-        for n, (mid, half) in self._coefficients.items():
-            d, q = self._buffers[n]
-            torch.sub(params[n].detach(), self.anchor[n], out=d)  # d = theta - theta^{n-1}
-            torch.abs(d, out=q)
-            q.mul_(half).addcmul_(mid, d)  # q = mid * d + half * |d|: half the gradient
-            dot = torch.dot(d.view(-1), q.view(-1))  # the surrogate: sum d * q
-            total = dot if total is None else total + dot
-        self._pending = params
-        carrier = next(iter(params.values()))
-        return _PenaltyValue.apply(self.hp["c"] * total, carrier)
+        total = sum(_AsymmetricQuadratic.apply(params[n], self.anchor[n], *self._coefficients[n])
+                    for n in self.omega)
+        return self.hp["c"] * total
 
     def after_task_backward(self, model) -> None:
         self.path.record_gradient()  # the task gradient alone, for omega^n
-        if self._pending is not None:  # then the penalty's gradient 2 c q
-            scale = 2.0 * self.hp["c"]
-            for n, p in self._pending.items():
-                if n not in self._buffers:
-                    continue
-                q = self._buffers[n][1]
-                if p.grad is None:
-                    p.grad = q * scale
-                else:
-                    p.grad.add_(q, alpha=scale)
-            self._pending = None
+
+    @torch.no_grad()
+    def after_backward(self, model) -> None:
+        """``grad += 2 c q``, with ``q = mid * d + half * |d|`` the penalty's half-gradient."""
+        if not self.applies_penalty_gradient or not self.omega:
+            return
+        params = parameters_of(model)
+        scale = 2.0 * self.hp["c"]
+        for n, (mid, half) in self._coefficients.items():
+            p = params[n]
+            if p.grad is None:  # another task's head: not trained now, still at its anchor
+                continue
+            d, q = self._buffers[n]
+            torch.sub(p, self.anchor[n], out=d)  # d = theta - theta^{n-1}
+            torch.abs(d, out=q)
+            q.mul_(half).addcmul_(mid, d)  # q = mid * d + half * |d|
+            p.grad.add_(q, alpha=scale)
 
     def after_step(self, model) -> None:
         self.path.record_step()
@@ -257,7 +244,6 @@ class ALASSO(Strategy):
         a, eps = float(self.hp["a"]), float(self.hp["epsilon"])
         self._coefficients = {n: side_coefficients(self.omega[n], self.came_from[n], a, eps) for n in self.omega}
         self._buffers = {n: (torch.empty_like(v), torch.empty_like(v)) for n, v in self.anchor.items()}
-        self._pending = None
 
     # -- inspection ----------------------------------------------------------------------------
     def surrogate_loss(self, model, a: float | None = None, epsilon: float | None = None) -> torch.Tensor:
