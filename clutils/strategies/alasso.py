@@ -161,7 +161,7 @@ class ALASSO(Strategy):
         self.came_from: dict[str, torch.Tensor] = {}  # sign(theta^{n-1} - theta^n): the observed side
         self.anchor: dict[str, torch.Tensor] = {}  # theta^n
         self._coefficients: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._buffers: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # d and q of every step
+        self._buffers: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # d and |d| of every step
 
     def before_task(self, model, task) -> None:
         self.path = PathIntegral(model)  # omega^n of Eq. 10 along the path (SI's bookkeeping)
@@ -185,7 +185,7 @@ class ALASSO(Strategy):
 
     @torch.no_grad()
     def after_backward(self, model) -> None:
-        """``grad += 2 c q``, with ``q = mid * d + half * |d|`` the penalty's half-gradient."""
+        """``grad += 2 c (mid * d + half * |d|)``: the gradient of ``c * (mid * d^2 + half * d |d|)``."""
         if not self.applies_penalty_gradient or not self.omega:
             return
         params = parameters_of(model)
@@ -194,11 +194,11 @@ class ALASSO(Strategy):
             p = params[n]
             if p.grad is None:  # another task's head: not trained now, still at its anchor
                 continue
-            d, q = self._buffers[n]
+            d, magnitude = self._buffers[n]
             torch.sub(p, self.anchor[n], out=d)  # d = theta - theta^{n-1}
-            torch.abs(d, out=q)
-            q.mul_(half).addcmul_(mid, d)  # q = mid * d + half * |d|
-            p.grad.add_(q, alpha=scale)
+            torch.abs(d, out=magnitude)
+            p.grad.addcmul_(mid, d, value=scale)  # grad += 2 c (mid * d + half * |d|)
+            p.grad.addcmul_(half, magnitude, value=scale)
 
     def after_step(self, model) -> None:
         self.path.record_step()
