@@ -26,7 +26,7 @@ importance ``F^i = sum(-g * delta) / (T^2 + xi)`` is accumulated as
 """
 from __future__ import annotations
 
-from .cwr import ConsolidatedHead, check_class_incremental, output_layer, shared_parameters
+from .cwr import attach_consolidated_head, shared_parameters
 from .registry import register
 from .sit import SISIT
 
@@ -47,10 +47,7 @@ class AR1(SISIT):
 
     def setup(self, model, benchmark) -> None:
         super().setup(model, benchmark)
-        check_class_incremental(benchmark)
-        if getattr(self, "head", None) is not None:
-            self.head.remove_hook()
-        self.head = ConsolidatedHead(output_layer(model), model.head, self.hp["mask_unseen"])
+        attach_consolidated_head(self, model, benchmark)
 
     def protected(self, model):
         return {n: p for n, p in shared_parameters(model).items() if p.requires_grad}

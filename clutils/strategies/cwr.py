@@ -160,6 +160,14 @@ class ConsolidatedHead:
             self.cb = state["cb"].clone()
 
 
+def attach_consolidated_head(strategy, model: nn.Module, benchmark) -> None:
+    """Check the scenario and give ``strategy`` a fresh consolidated head on ``model`` (CWR, CWR+, AR1)."""
+    check_class_incremental(benchmark)
+    if getattr(strategy, "head", None) is not None:
+        strategy.head.remove_hook()
+    strategy.head = ConsolidatedHead(output_layer(model), model.head, strategy.hp["mask_unseen"])
+
+
 @register
 class CWR(Strategy):
     """CopyWeights with Re-init (Algorithm 1; see the module docstring).
@@ -180,10 +188,7 @@ class CWR(Strategy):
 
     def setup(self, model, benchmark) -> None:
         super().setup(model, benchmark)
-        check_class_incremental(benchmark)
-        if getattr(self, "head", None) is not None:
-            self.head.remove_hook()
-        self.head = ConsolidatedHead(output_layer(model), model.head, self.hp["mask_unseen"])
+        attach_consolidated_head(self, model, benchmark)
         self.shared = list(shared_parameters(model).values())
         self.frozen = False
 
