@@ -92,7 +92,7 @@ def test_one_decay_step_on_a_saturated_weight_follows_the_bound(factor, outcome)
     model.p = p
     strategy.importance = {"p": torch.tensor([max_f])}
     strategy.anchor = {"p": torch.tensor([0.0])}
-    strategy._decay = None
+    strategy.invalidate_gradient_cache()
     distances = [1.0]
     opt = torch.optim.SGD([p], lr=eta)
     for _ in range(3):
@@ -640,7 +640,7 @@ def test_the_decay_added_to_the_gradients_is_the_gradient_of_the_reported_penalt
     model.zero_grad()
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
-    s._decay = None
+    s.invalidate_gradient_cache()
     s.after_backward(model)
     for n, g in autograd.items():
         assert torch.allclose(dict(model.named_parameters())[n].grad, g, atol=1e-6), n

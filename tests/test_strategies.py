@@ -532,4 +532,43 @@ def test_penalty_gradient_applied_in_place_equals_autograd_of_the_penalty(name):
         p.grad = torch.zeros_like(p)
     strategy.after_backward(model)
     for n, p in params.items():
-        torch.testing.assert_close(p.grad, expected[n], rtol=1e-5, atol=1e-7)
+        # grad += (k Omega) theta - (k Omega theta*) cancels in float32: exact up to a few ulps of
+        # the larger terms, so the absolute tolerance follows the gradient's own scale.
+        scale = float(expected[n].abs().max())
+        torch.testing.assert_close(p.grad, expected[n], rtol=1e-5, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("name", ["ewc", "mas"])
+def test_final_task_importance_is_measured_only_when_asked_for(name, monkeypatch):
+    """After the benchmark's last task nothing reads Omega: fit skips that pass; asking for it measures it
+    at the final task's weights, as an eager measurement would have."""
+    calls = []
+    cls = type(make(name))
+    measure = cls.measure
+
+    def counting(self, model, task, data):
+        calls.append(task.index)
+        return measure(self, model, task, data)
+
+    monkeypatch.setattr(cls, "measure", counting)
+    strategy = make(name)
+    model, _ = train("permuted", strategy, epochs=1)
+    assert calls == [0, 1]  # not the final task (index 2)
+
+    eager = make(name)
+    eager.setup(model, benchmark("permuted"))
+    eager.importance = {n: v.clone() for n, v in strategy._importance.items()}
+    final = benchmark("permuted").tasks[2]
+    expected = eager.measure(model, final, eager.training_data(final))
+    trained = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():  # the model moves on after fit: the deferred pass must not see that
+        for p in model.parameters():
+            p.add_(1.0)
+    got = strategy.importance
+    assert calls == [0, 1, 2, 2]
+    for n in expected:
+        torch.testing.assert_close(got[n], expected[n])
+        torch.testing.assert_close(strategy.anchor[n], trained[n])
+    assert all(torch.equal(p, trained[n] + 1.0) for n, p in model.named_parameters())  # restored
+    state = strategy.state_dict()  # already measured: no second pass
+    assert calls == [0, 1, 2, 2] and set(state) == {f"{k}.{n}" for k in ("importance", "anchor") for n in expected}

@@ -1,7 +1,8 @@
 """Elastic Weight Consolidation (Kirkpatrick et al., PNAS 2017), and online EWC (Schwarz et al., ICML 2018).
 
 After each task the diagonal of the Fisher information is measured at the
-trained weights ``theta*`` (:func:`clutils.strategies.fisher.diagonal_fisher`,
+trained weights ``theta*`` (after the benchmark's final task only when asked
+for: see :class:`~clutils.strategies.quadratic.QuadraticPenalty`) (:func:`clutils.strategies.fisher.diagonal_fisher`,
 per-sample gradients over the task's training data or ``fisher_samples`` of
 them), and every later task minimises
 
@@ -67,6 +68,7 @@ class EWC(QuadraticPenalty):
 
     name = "ewc"
     strength_name = "lam"
+    measures_after_task = True
     defaults = {"lam": 100.0, "fisher": "true", "mode": "consolidated", "gamma": 1.0,
                 "fisher_samples": None, "chunk_size": 256, "seed": 0}
 
@@ -102,5 +104,5 @@ class EWC(QuadraticPenalty):
         return {n: self.decay * self.importance[n] + f if n in self.importance else f.clone()
                 for n, f in new.items()}
 
-    def after_task(self, model, task, data) -> None:
-        self.consolidate(model, self.combine(self.task_fisher(model, task, data)))
+    def measure(self, model, task, data) -> dict[str, torch.Tensor]:
+        return self.combine(self.task_fisher(model, task, data))

@@ -10,7 +10,8 @@ mean of the *per-sample* absolute gradients, computed exactly and vectorised
 (:func:`clutils.strategies.fisher.per_sample_gradient_power_sum`), not the
 batch approximation ``|gradient of a batch's summed norms|`` that many
 implementations use, in which gradients of different samples can cancel. It is measured on the task's
-training data (or ``samples`` of them) at the end of the task, accumulated
+training data (or ``samples`` of them) at the end of the task (after the
+benchmark's final task only when asked for), accumulated
 over tasks (``Omega <- Omega + Omega_task``), and later tasks minimise
 
     L(theta) + lam * sum_k Omega_k (theta_k - theta*_k)^2,
@@ -51,6 +52,7 @@ class MAS(QuadraticPenalty):
 
     name = "mas"
     strength_name = "lam"
+    measures_after_task = True
     defaults = {"lam": 1.0, "samples": None, "chunk_size": 256, "seed": 0}
 
     def __init__(self, **hyperparameters):
@@ -63,7 +65,7 @@ class MAS(QuadraticPenalty):
         x, _ = sample_rows(data.data.x, data.data.y, self.hp["samples"], generator)
         return mas_importance(model, x, model_task(self.benchmark, task), self.hp["chunk_size"])
 
-    def after_task(self, model, task, data) -> None:
+    def measure(self, model, task, data) -> dict[str, torch.Tensor]:
+        """``Omega <- Omega + Omega_task``."""
         new = self.task_importance(model, task, data)
-        total = {n: self.importance[n] + v if n in self.importance else v for n, v in new.items()}
-        self.consolidate(model, total)
+        return {n: self.importance[n] + v if n in self.importance else v for n, v in new.items()}

@@ -102,19 +102,18 @@ class ClippedImportance(QuadraticPenalty):
 
     @property
     def strength(self) -> float:
-        """``lambda``: the decay adds ``lambda * F_hat * (theta - theta*)`` to the gradient."""
         return float(self.hp["lam"])
+
+    @property
+    def gradient_scale(self) -> float:
+        """``lambda``: the decay adds ``lambda * F_hat * (theta - theta*)`` to the gradient (Eq. 7)."""
+        return self.strength
 
     def setup(self, model, benchmark) -> None:
         super().setup(model, benchmark)
         self.raw: dict[str, torch.Tensor] = {}
         self.batches = 0
         self.snapshots: list[dict[str, Any]] = []
-        self._decay = None
-
-    def before_task(self, model, task) -> None:
-        super().before_task(model, task)
-        self._decay = None  # the trainable parameters may differ from one batch to the next
 
     def protected(self, model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
         """The parameters this strategy measures and protects (all trainable ones)."""
@@ -132,29 +131,6 @@ class ClippedImportance(QuadraticPenalty):
         total = sum((self.importance[n] * (params[n] - self.anchor[n]).pow(2)).sum() for n in self.importance)
         return 0.5 * self.strength * total
 
-    @torch.no_grad()
-    def after_backward(self, model) -> None:
-        """``grad += lambda * F_hat * (theta - theta*)``: Eq. 7's weight decay toward the anchor."""
-        if not self.importance:
-            return
-        if self._decay is None:
-            # Once per batch: the parameters, lambda * F_hat and lambda * F_hat * theta*, so that a
-            # step costs two fused operations: grad += (lambda F_hat) theta - (lambda F_hat theta*).
-            params = dict(model.named_parameters())
-            names = [n for n in self.importance if params[n].requires_grad]
-            scaled = [self.strength * self.importance[n] for n in names]
-            self._decay = ([params[n] for n in names], scaled,
-                           [k * self.anchor[n] for k, n in zip(scaled, names)])
-        params, scaled, pull = self._decay
-        if not params:
-            return
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in params]
-        torch._foreach_addcmul_(grads, scaled, [p.detach() for p in params])
-        torch._foreach_sub_(grads, pull)
-
     def normalise(self) -> dict[str, torch.Tensor]:
         """``F_hat`` from ``raw`` and ``batches`` (subclasses: Eq. 8 or Eq. 11)."""
         raise NotImplementedError
@@ -165,7 +141,7 @@ class ClippedImportance(QuadraticPenalty):
         for n, v in new.items():
             self.raw[n] = self.raw[n] + weight * v if n in self.raw else weight * v
         self.importance = self.normalise()
-        self._decay = None
+        self.invalidate_gradient_cache()
         protected = self.protected(model)
         self.anchor = {n: p.detach().clone() for n, p in protected.items()}
         if len(self.snapshots) < self.keep_snapshots:
@@ -196,7 +172,7 @@ class ClippedImportance(QuadraticPenalty):
         self.raw = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("raw.")}
         self.anchor = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("anchor.")}
         self.importance = self.normalise() if self.raw else {}
-        self._decay = None
+        self.invalidate_gradient_cache()
 
 
 class _PathIntegralOf(PathIntegral):
