@@ -38,11 +38,20 @@ class CheckpointMismatchError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """How each task is trained (the same for every strategy of a comparison)."""
+    """How each task is trained (the same for every strategy of a comparison).
+
+    ``first_task_epochs`` and ``first_task_lr`` give the first task its own
+    schedule (the AR1 paper's Tables 4-5 list the first batch separately);
+    ``shared_lr_scale`` trains every parameter outside the model's output
+    layers at ``lr * shared_lr_scale`` (a slower body, as in fine-tuning).
+    """
 
     epochs: int = 1
     batch_size: int = 256
     lr: float = 1e-3
+    first_task_epochs: int | None = None
+    first_task_lr: float | None = None
+    shared_lr_scale: float = 1.0
     optimizer: str = "adam"
     momentum: float = 0.0
     weight_decay: float = 0.0
@@ -53,13 +62,24 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "first_task_epochs"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        for name in ("lr", "first_task_lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if not self.shared_lr_scale >= 0:
+            raise ValueError(f"shared_lr_scale must be zero or positive, got {self.shared_lr_scale}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+
+    def epochs_of(self, task_index: int) -> int:
+        return self.first_task_epochs if task_index == 0 and self.first_task_epochs else self.epochs
+
+    def lr_of(self, task_index: int) -> float:
+        return self.first_task_lr if task_index == 0 and self.first_task_lr else self.lr
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -72,11 +92,29 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, task_index: int = 0) -> torch.optim.Optimizer:
+    """The optimiser for ``task_index``: one parameter group, or the shared layers and the output layers."""
     params = [p for p in model.parameters() if p.requires_grad]
+    lr = config.lr_of(task_index)
+    groups: list[dict[str, Any]] = [{"params": params, "lr_scale": 1.0}]
+    if config.shared_lr_scale != 1.0:
+        if not hasattr(model, "output_layers"):
+            raise ValueError("shared_lr_scale needs a model with output_layers() (clutils.models.ContinualModel)")
+        head = {id(p) for layer in model.output_layers() for p in layer.parameters()}
+        groups = [{"params": [p for p in params if id(p) not in head], "lr_scale": config.shared_lr_scale},
+                  {"params": [p for p in params if id(p) in head], "lr_scale": 1.0}]
+    groups = [g for g in groups if g["params"]] or groups[:1]  # CWR freezes the body after batch 1
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.Adam(groups, lr=lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def set_task_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, task_index: int) -> None:
+    """Learning rates of ``task_index`` on an optimiser kept across tasks (``reset_optimizer=False``)."""
+    for group in optimizer.param_groups:
+        group["lr"] = config.lr_of(task_index) * group.get("lr_scale", 1.0)
 
 
 def _task_argument(benchmark: Benchmark, task: Task) -> int | None:
@@ -119,16 +157,17 @@ def _shuffle_seed(seed: int, task: int, epoch: int) -> int:
 
 def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: TrainingData,
                strategy: Strategy, optimizer: torch.optim.Optimizer, config: TrainConfig) -> list[float]:
-    """Train ``task`` for ``config.epochs`` epochs; returns the mean loss of each epoch."""
+    """Train ``task`` for ``config.epochs_of(task.index)`` epochs; returns the mean loss of each epoch."""
     x, y, ids = data.data.x, data.data.y, data.task_ids
     fixed_task = _task_argument(benchmark, task)
     n = len(y)
     steps = math.ceil(n / config.batch_size)
     losses = []
     model.train()
-    bar = tqdm(total=config.epochs * steps, disable=not config.progress, leave=False,
+    epochs = config.epochs_of(task.index)
+    bar = tqdm(total=epochs * steps, disable=not config.progress, leave=False,
                desc=f"task {task.index + 1}/{len(benchmark)}", unit="step")
-    for epoch in range(config.epochs):
+    for epoch in range(epochs):
         generator = torch.Generator().manual_seed(_shuffle_seed(config.seed, task.index, epoch))
         order = torch.randperm(n, generator=generator).to(y.device)
         loss_sum = torch.zeros((), device=y.device)
@@ -162,13 +201,13 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
             bar.close()
             raise TrainingDivergedError(
                 f"the loss became {mean_loss} in task {task.index + 1}, epoch {epoch + 1} "
-                f"({strategy!r}, {config.optimizer} lr={config.lr}). The likely cause is a learning rate "
+                f"({strategy!r}, {config.optimizer} lr={config.lr_of(task.index)}). The likely cause is a learning rate "
                 "too large or, for a regularising strategy, a strength too large for the learning rate "
                 "(the penalty's step lr * strength * importance overshoots; Maltoni and Lomonaco warn of "
                 "this for EWC): lower the strength or the learning rate."
             )
         losses.append(mean_loss)
-        bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{mean_loss:.3f}",
+        bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{mean_loss:.3f}",
                         acc=f"{correct.item() / n:.3f}")
     bar.close()
     return losses
@@ -215,7 +254,9 @@ def fit(model: torch.nn.Module, benchmark: Benchmark, strategy: Strategy, config
         model.prepare_task(task.classes, benchmark.scenario)
         strategy.before_task(model, task)
         if config.reset_optimizer and task.index > 0:
-            optimizer = make_optimizer(model, config)
+            optimizer = make_optimizer(model, config, task.index)
+        else:
+            set_task_lr(optimizer, config, task.index)
         data = strategy.training_data(task)
         result.epoch_losses.append(train_task(model, benchmark, task, data, strategy, optimizer, config))
         strategy.after_task(model, task, data)

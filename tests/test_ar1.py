@@ -407,39 +407,27 @@ def test_an_interrupted_run_resumes_to_the_same_result(name, tmp_path):
 # ----------------------------------------------------------------------------- per-batch schedule
 
 
-def test_first_batch_learning_rate_is_a_gradient_scale_under_sgd():
+def test_first_batch_learning_rate_is_that_batch_trained_at_that_rate():
     bench = class_incremental(n_tasks=1)
     setup = {"model": {"arch": "mlp", "hidden": [8]},
              "train": {"epochs": 2, "batch_size": 16, "lr": 0.1, "optimizer": "sgd"}}
     scaled = ex.run_strategy({"strategy": "naive", "first": {"lr": 0.025}}, setup, bench, record_confusion=False)
     plain = ex.run_strategy({"strategy": "naive", "train": {"lr": 0.025}}, setup, bench, record_confusion=False)
+    other = ex.run_strategy({"strategy": "naive"}, setup, bench, record_confusion=False)
     assert np.allclose(scaled.R, plain.R)
-    assert np.allclose(scaled.epoch_losses, plain.epoch_losses, rtol=1e-4)
+    assert np.allclose(scaled.epoch_losses, plain.epoch_losses, rtol=1e-6)
+    assert not np.allclose(scaled.epoch_losses, other.epoch_losses, rtol=1e-3)
 
 
-def test_first_batch_epochs_repeat_its_data():
-    assert ex.schedule({"epochs": 25, "lr": 1e-3}, {"epochs": 60}) == (5, 12, 5, 1.0)
-    assert ex.schedule({"epochs": 2, "lr": 3e-4}, {"epochs": 4, "lr": 0.005})[:3] == (2, 2, 1)
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_first_batch_gets_its_own_epochs_and_learning_rate(optimizer):
     bench = class_incremental()
-    seen = []
-
-    def observe(strategy):
-        inner = strategy.training_data
-
-        def training_data(task):
-            data = inner(task)
-            seen.append(len(data.data))
-            return data
-
-        strategy.training_data = training_data
-
     setup = {"model": {"arch": "mlp", "hidden": [8]},
-             "train": {"epochs": 1, "batch_size": 16, "lr": 0.05, "optimizer": "sgd"}}
-    ex.run_strategy({"strategy": "naive", "first": {"epochs": 3}}, setup, bench, observe=observe)
-    assert seen == [3 * len(bench.tasks[0].train)] + [len(t.train) for t in bench.tasks[1:]]
-    with pytest.raises(ValueError, match="sgd"):
-        ex.run_strategy({"strategy": "naive", "first": {"lr": 0.01}},
-                        {**setup, "train": {**setup["train"], "optimizer": "adam"}}, bench)
+             "train": {"epochs": 1, "batch_size": 16, "lr": 0.05 if optimizer == "sgd" else 1e-3,
+                       "optimizer": optimizer}}
+    result = ex.run_strategy({"strategy": "naive", "first": {"epochs": 3, "lr": 0.01}}, setup, bench)
+    assert [len(losses) for losses in result.epoch_losses] == [3] + [1] * (len(bench) - 1)
+    assert result.config["first_task_epochs"] == 3 and result.config["first_task_lr"] == 0.01
 
 
 def test_shared_lr_scale_slows_only_the_layers_below_the_output():
@@ -645,9 +633,3 @@ def test_the_decay_added_to_the_gradients_is_the_gradient_of_the_reported_penalt
     for n, g in autograd.items():
         assert torch.allclose(dict(model.named_parameters())[n].grad, g, atol=1e-6), n
     assert s.applies_penalty_gradient
-
-
-def test_a_wrapped_strategy_keeps_its_gradient_contract():
-    wrapped = ex.BatchSchedule(make("ewc", lam=1.0), shared_lr_scale=0.5)
-    assert wrapped.applies_penalty_gradient is True
-    assert ex.BatchSchedule(make("si"), repeat_first=2).needs_task_gradient is True

@@ -15,7 +15,7 @@ from clutils.result import Result
 from clutils.strategies import make
 from clutils.strategies.si import SI
 from clutils.train import (CHECKPOINT, CheckpointMismatchError, TrainConfig, TrainingDivergedError,
-                           fit, resolve_device)
+                           fit, make_optimizer, resolve_device, set_task_lr)
 
 CONFIG = dict(epochs=2, batch_size=64, lr=1e-3, progress=False)
 
@@ -237,10 +237,36 @@ def test_joint_with_multi_head_uses_each_samples_task(split_task):
 # ------------------------------------------------------------------ configuration
 
 
-@pytest.mark.parametrize("bad", [{"epochs": 0}, {"batch_size": -1}, {"lr": 0.0}, {"optimizer": "rmsprop"}])
+@pytest.mark.parametrize("bad", [{"epochs": 0}, {"batch_size": -1}, {"lr": 0.0}, {"optimizer": "rmsprop"},
+                                 {"first_task_epochs": 0}, {"first_task_lr": -1.0}, {"shared_lr_scale": -0.5}])
 def test_train_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_shared_lr_scale_zero_trains_only_the_output_layer(split_class, optimizer):
+    model = build_model(split_class, hidden=(16,), seed=0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    head = {f"head.linear.{k}" for k in ("weight", "bias")}
+    config = TrainConfig(epochs=1, batch_size=64, lr=1e-2, optimizer=optimizer, shared_lr_scale=0.0, progress=False)
+    fit(model, split_class, make("naive"), config, device="cpu")
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]) != (n in head), n
+
+
+def test_first_task_epochs_and_lr_apply_to_the_first_task_only(permuted3):
+    config = dict(epochs=1, first_task_epochs=3, first_task_lr=5e-3)
+    result = run(permuted3, make("naive"), reset_optimizer=False, **config)
+    assert [len(losses) for losses in result.epoch_losses] == [3, 1, 1]
+    # the same run where task 1's lr is the later tasks' one differs: the first lr was used
+    other = run(permuted3, make("naive"), reset_optimizer=False, epochs=1, first_task_epochs=3)
+    assert result.epoch_losses[0] != other.epoch_losses[0]
+    model = build_model(permuted3, hidden=(8,), seed=0)
+    optimizer = make_optimizer(model, TrainConfig(shared_lr_scale=0.1, **config), 0)
+    assert sorted(g["lr"] for g in optimizer.param_groups) == pytest.approx([5e-4, 5e-3])
+    set_task_lr(optimizer, TrainConfig(shared_lr_scale=0.1, **config), 1)
+    assert sorted(g["lr"] for g in optimizer.param_groups) == pytest.approx([1e-4, 1e-3])
 
 
 def test_cuda_without_a_gpu_is_an_error(monkeypatch):

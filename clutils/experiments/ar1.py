@@ -10,14 +10,12 @@ and call :func:`run_strategies`; everything they plot is computed here from
   (the band of Figure 10);
 * :func:`column_band`: the strongest single predicted-class column (Figure 12's alarm signal).
 
-The paper trains the first batch with its own epochs and learning rate (Tables 4-5);
-the training loop has one setting for all tasks, so :class:`BatchSchedule` wraps a
-strategy and gives the first batch ``first_epochs`` (its data repeated) and
-``first_lr`` (its gradients scaled, exact for SGD with a fresh optimiser per batch).
+The paper trains the first batch with its own epochs and learning rate (Tables 4-5): a
+preset's ``first`` becomes :class:`~clutils.train.TrainConfig`'s ``first_task_epochs`` and
+``first_task_lr``, its ``shared_lr_scale`` the loop's learning rate of the layers below the output.
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -34,7 +32,7 @@ from ..data.tensors import Dataset, TensorData, subset_per_class
 from ..models import ContinualModel, SingleHead, build_model, zero_init_head
 from ..result import Result
 from ..strategies import make
-from ..strategies.base import Strategy, TrainingData
+from ..strategies.base import Strategy
 from ..strategies.sit import check_lambda
 from ..train import TrainConfig, fit, resolve_device
 
@@ -194,123 +192,6 @@ def build_ar1_model(model_spec: Mapping[str, Any], benchmark: bm.Benchmark, head
     return model
 
 
-# ----------------------------------------------------------------------------- per-batch schedule
-
-
-class BatchSchedule(Strategy):
-    """Wraps a strategy to give the first batch its own epochs and learning rate (Tables 4-5).
-
-    The loop trains every batch for the same number of epochs; here the first batch's
-    data are repeated ``repeat_first`` times and the others' ``repeat_rest`` times (so
-    the loop's epochs ``E`` become ``repeat_first x E`` and ``repeat_rest x E``), and the
-    first batch's gradients are scaled by ``lr_scale_first`` after the strategy's own
-    ``after_backward`` (with SGD and a fresh optimiser per batch this is exactly a learning
-    rate ``lr_scale_first x`` the loop's). ``shared_lr_scale`` scales the gradients of every
-    parameter but the output layer's in every batch (a slower learning rate for the shared
-    layers, the usual fine-tuning convention). Every other hook is the wrapped strategy's.
-    """
-
-    def __init__(self, inner: Strategy, repeat_first: int = 1, lr_scale_first: float = 1.0,
-                 shared_lr_scale: float = 1.0, repeat_rest: int = 1):
-        self.inner = inner
-        self.name = inner.name
-        self.defaults = inner.defaults
-        self.hp = {**inner.hp, "repeat_first": int(repeat_first), "repeat_rest": int(repeat_rest),
-                   "lr_scale_first": float(lr_scale_first), "shared_lr_scale": float(shared_lr_scale)}
-        self.needs_task_gradient = inner.needs_task_gradient
-        self.applies_penalty_gradient = inner.applies_penalty_gradient
-        self.benchmark = None
-        self.repeat_first, self.repeat_rest = int(repeat_first), int(repeat_rest)
-        self.lr_scale_first = float(lr_scale_first)
-        self.shared_lr_scale = float(shared_lr_scale)
-        self.task_index = 0
-        self._shared: list[torch.nn.Parameter] | None = None
-        if self.repeat_first < 1 or self.repeat_rest < 1:
-            raise ValueError(f"repeats must be positive integers, got {repeat_first} and {repeat_rest}")
-
-    def __getattr__(self, item):  # the wrapped strategy's own attributes (importance, snapshots, ...)
-        if item == "inner":
-            raise AttributeError(item)
-        return getattr(self.inner, item)
-
-    def setup(self, model, benchmark):
-        self.benchmark = benchmark
-        head = {id(p) for layer in model.output_layers() for p in layer.parameters()}
-        self._shared = [p for p in model.parameters() if id(p) not in head]
-        self._all = list(model.parameters())
-        self.inner.setup(model, benchmark)
-
-    def training_data(self, task):
-        data = self.inner.training_data(task)
-        k = self.repeat_first if task.index == 0 else self.repeat_rest
-        if k == 1:
-            return data
-        ids = data.task_ids.repeat(k) if data.task_ids is not None else None
-        x = data.data.x
-        return TrainingData(TensorData(x.repeat(k, *[1] * (x.dim() - 1)), data.data.y.repeat(k)), ids)
-
-    def before_task(self, model, task):
-        self.task_index = task.index
-        self.inner.before_task(model, task)
-
-    def penalty(self, model, batch):
-        return self.inner.penalty(model, batch)
-
-    def after_task_backward(self, model):
-        self.inner.after_task_backward(model)
-
-    @torch.no_grad()
-    def after_backward(self, model):
-        self.inner.after_backward(model)
-        if self.task_index == 0 and self.lr_scale_first != 1.0:
-            grads = [p.grad for p in self._all if p.grad is not None]
-            if grads:
-                torch._foreach_mul_(grads, self.lr_scale_first)
-        if self.shared_lr_scale != 1.0:
-            grads = [p.grad for p in self._shared if p.grad is not None]
-            if grads:
-                torch._foreach_mul_(grads, self.shared_lr_scale)
-
-    def after_step(self, model):
-        self.inner.after_step(model)
-
-    def after_task(self, model, task, data):
-        self.inner.after_task(model, task, data)
-
-    def before_eval(self, model):
-        self.inner.before_eval(model)
-
-    def before_eval_task(self, model, task):
-        self.inner.before_eval_task(model, task)
-
-    def after_eval(self, model):
-        self.inner.after_eval(model)
-
-    def state_dict(self):
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state):
-        self.inner.load_state_dict(state)
-
-
-def schedule(train: Mapping[str, Any], first: Mapping[str, Any] | None) -> tuple[int, int, int, float]:
-    """(loop epochs, first-batch repeat, later-batch repeat, first-batch lr scale) of a preset's training.
-
-    ``train["epochs"]`` are the epochs of batches 2, 3, ...; ``first`` may give the first
-    batch other ``epochs`` and ``lr``. The loop runs ``gcd`` of the two epoch counts and
-    the data are repeated to make up the rest (60 and 25 epochs: 5 epochs over 12 and 5 copies).
-    """
-    epochs = int(train["epochs"])
-    if not first:
-        return epochs, 1, 1, 1.0
-    first_epochs = int(first.get("epochs", epochs))
-    base = math.gcd(epochs, first_epochs)
-    scale = float(first.get("lr", train["lr"])) / float(train["lr"])
-    if scale != 1.0 and train.get("optimizer", "sgd") != "sgd":
-        raise ValueError("a first-batch learning rate needs optimizer='sgd' (it is applied as a gradient scale)")
-    return base, first_epochs // base, epochs // base, scale
-
-
 # ----------------------------------------------------------------------------- runs
 
 
@@ -326,11 +207,8 @@ def run_strategy(spec: Mapping[str, Any], settings: Mapping[str, Any], benchmark
                  observe: Callable[[Strategy], Any] | None = None) -> Result:
     """Train one strategy of a preset on ``benchmark``; ``observe(strategy)`` may attach trackers first."""
     full = run_spec(spec, settings)
-    train = full["train"]
-    epochs, repeat_first, repeat_rest, scale = schedule(train, full["first"])
+    train, first = full["train"], full["first"] or {}
     shared = float(train.get("shared_lr_scale", 1.0))
-    if shared != 1.0 and train.get("optimizer", "sgd") != "sgd":
-        raise ValueError("shared_lr_scale needs optimizer='sgd' (it is applied as a gradient scale)")
     model = build_ar1_model(settings["model"], benchmark, full["head"], full["zero_init"], seed, device, root)
     strategy = make(full["strategy"], **full["hp"])
     # The decay acts from the second batch on, i.e. with the loop's learning rate (times the shared
@@ -338,13 +216,13 @@ def run_strategy(spec: Mapping[str, Any], settings: Mapping[str, Any], benchmark
     protects_head = getattr(strategy, "protects_head", True)
     check_lambda(strategy, float(train["lr"]) * (1.0 if protects_head else min(1.0, shared)),
                  train.get("optimizer", "sgd"))
-    if repeat_first != 1 or repeat_rest != 1 or scale != 1.0 or shared != 1.0:
-        strategy = BatchSchedule(strategy, repeat_first, scale, shared, repeat_rest)
     if observe is not None:
         observe(strategy)
-    config = TrainConfig(epochs=epochs, batch_size=int(train["batch_size"]), lr=float(train["lr"]),
-                         optimizer=train.get("optimizer", "sgd"), momentum=float(train.get("momentum", 0.0)),
-                         seed=seed, progress=False, record_confusion=record_confusion)
+    config = TrainConfig(epochs=int(train["epochs"]), batch_size=int(train["batch_size"]), lr=float(train["lr"]),
+                         first_task_epochs=first.get("epochs"), first_task_lr=first.get("lr"),
+                         shared_lr_scale=shared, optimizer=train.get("optimizer", "sgd"),
+                         momentum=float(train.get("momentum", 0.0)), seed=seed, progress=False,
+                         record_confusion=record_confusion)
     started = time.perf_counter()
     result = fit(model, benchmark, strategy, config, device=device,
                  meta={"head": full["head"], "zero_init": full["zero_init"], "first": full["first"]})
@@ -454,7 +332,7 @@ def seconds_per_run(results: Mapping[str, Iterable[Result]]) -> dict[str, float]
 
 __all__ = [
     "PAPER_NAMES", "MissingPretrainedWeightsError", "build_benchmark", "class_orders", "googlenet128",
-    "pretrained_cifarnet", "build_ar1_model", "BatchSchedule", "schedule", "run_spec", "run_strategy", "run_strategies",
+    "pretrained_cifarnet", "build_ar1_model", "run_spec", "run_strategy", "run_strategies",
     "fixed_test_accuracy", "growing_test_accuracy", "per_batch_final_accuracy", "last_batch_share",
     "column_band", "curves_frame", "final_accuracies", "seconds_per_run",
 ]
