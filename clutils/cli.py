@@ -246,6 +246,8 @@ def _valid_task_counts(benchmark: str, dataset: str | None, n_classes: int | Non
         return list(range(1, 12))
     if n_classes is None:  # a dataset not in DATASET_CLASSES: make_benchmark checks after loading
         return None
+    if spec.classes_per_task and dataset is None:
+        return list(range(1, n_classes // spec.classes_per_task + 1))
     first = spec.first if dataset is None else None
     valid = []
     for n in range(1, n_classes + 1):
@@ -269,6 +271,8 @@ def _check_tasks(parser, benchmark: str, dataset: str | None, n_tasks: int, n_cl
                          "(CIFAR-10, then up to 10 groups of 10 CIFAR-100 classes)")
         how = (f"{spec.first} classes in the first task, the rest split equally"
                if spec.first and dataset is None else "the classes split into tasks of equal size")
+        if spec.classes_per_task and dataset is None:
+            how = f"{spec.classes_per_task} classes per task"
         parser.error(f"--tasks {n_tasks}: {benchmark} on {dataset or spec.dataset} ({n_classes} classes) "
                      f"can make {choices} tasks ({how})")
 

@@ -243,3 +243,45 @@ def test_core50_nc_uses_the_50_objects(monkeypatch):
     other = make_benchmark("core50-nc", seed=1)
     assert [t.classes for t in bench.tasks] == [t.classes for t in again.tasks]
     assert [t.classes for t in bench.tasks] != [t.classes for t in other.tasks]
+
+
+def _fake_loader(name: str, n_classes: int, seen: dict | None = None):
+    """A loader whose images carry their (dataset, class) identity in their pixels."""
+    offset = 1000 if name == "cifar100" else 0
+
+    def load(root=None, download=None, **options):
+        if seen is not None:
+            seen[name] = options
+        y_train, y_test = torch.arange(n_classes).repeat(3), torch.arange(n_classes).repeat(2)
+        image = lambda y: (y + offset).float().view(-1, 1, 1, 1).expand(-1, 3, 4, 4).clone()  # noqa: E731
+        return Dataset(name, TensorData(image(y_train), y_train), TensorData(image(y_test), y_test), n_classes)
+
+    return load
+
+
+def test_split_cifar10_100_with_classes_per_task_runs_through_both_datasets(monkeypatch):
+    """ALASSO's split: CIFAR-10's classes then CIFAR-100's, 3 per task."""
+    monkeypatch.setitem(datasets_mod.LOADERS, "cifar10", _fake_loader("cifar10", 10))
+    monkeypatch.setitem(datasets_mod.LOADERS, "cifar100", _fake_loader("cifar100", 100))
+    bench = make_benchmark("split-cifar10-100", n_tasks=30, classes_per_task=3)
+    assert len(bench) == 30 and all(len(t.classes) == 3 for t in bench.tasks)
+    identities = [sorted({int(v) for v in t.train.x[:, 0, 0, 0]}) for t in bench.tasks]
+    assert identities[0] == [0, 1, 2] and identities[3] == [9, 1000, 1001] and identities[29] == [1077, 1078, 1079]
+    classic = make_benchmark("split-cifar10-100", n_tasks=3)  # SI's: CIFAR-10 whole, then groups of 10
+    assert [sorted({int(v) for v in t.train.x[:, 0, 0, 0]}) for t in classic.tasks][1] == list(range(1000, 1010))
+    with pytest.raises(ValueError, match="at most 36 tasks"):
+        make_benchmark("split-cifar10-100", n_tasks=37, classes_per_task=3)
+
+
+def test_split_tiny_imagenet_takes_six_classes_per_task_and_passes_loader_options(monkeypatch):
+    seen = {}
+    monkeypatch.setitem(datasets_mod.LOADERS, "tiny-imagenet", _fake_loader("tiny-imagenet", 20, seen))
+    bench = make_benchmark("split-tiny-imagenet", n_tasks=3, dataset_options={"size": 32})
+    assert seen["tiny-imagenet"] == {"size": 32}
+    assert bench.scenario == "task" and [list(t.classes) for t in bench.tasks] == [
+        list(range(0, 6)), list(range(6, 12)), list(range(12, 18))]
+    assert all(sorted({int(v) for v in t.test.x[:, 0, 0, 0]}) == list(t.classes) for t in bench.tasks)
+    with pytest.raises(ValueError, match="4 tasks of 6 classes need 24"):
+        make_benchmark("split-tiny-imagenet", n_tasks=4)
+    with pytest.raises(ValueError, match="classes_per_task"):
+        make_benchmark("split-tiny-imagenet", n_tasks=2, classes_per_task=0)

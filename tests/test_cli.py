@@ -202,6 +202,7 @@ BAD_ARGUMENTS = [
     (["run", "--benchmark", "split-cifar10-100", "--tasks", "12"], ["11"]),
     (["run", "--benchmark", "split-cifar10-100", "--dataset", "digits"], ["takes no --dataset"]),
     (["run", "--benchmark", "core50-nc", "--tasks", "4"], ["2, 3, 5, 6, 9, 11, 21 or 41"]),
+    (["run", "--benchmark", "split-tiny-imagenet", "--tasks", "34"], ["1, 2, 3", "33", "6 classes per task"]),
     (["run", "--benchmark", "split-mnist", "--optimizer", "rmsprop"], ["adam", "sgd"]),
     (["run", "--benchmark", "split-mnist", "--arch", "resnet"], ["mlp", "cifarnet"]),
     (["run", "--benchmark", "split-mnist", "--scenario", "nope"], ["task", "domain", "class"]),

@@ -27,9 +27,7 @@ from torch import nn
 
 from .. import metrics
 from ..data import benchmarks as bm
-from ..data.datasets import load_dataset
 from ..data.named import make_benchmark
-from ..data.tensors import Dataset, TensorData, subset_per_class
 from ..models import ContinualModel, MultiHead, build_model
 from ..result import Result
 from ..strategies import make
@@ -277,30 +275,6 @@ def paper_convnet(table: str, benchmark: bm.Benchmark, seed: int | None = None, 
 
 # ----------------------------------------------------------------------------- split benchmarks
 
-def _subsample(dataset: Dataset, train_per_class, test_per_class, seed: int) -> Dataset:
-    train, test = dataset.train, dataset.test
-    if train_per_class is not None:
-        train = subset_per_class(train, train_per_class, seed)
-    if test_per_class is not None:
-        test = subset_per_class(test, test_per_class, seed + 1)
-    return Dataset(dataset.name, TensorData(train.x, train.y), TensorData(test.x, test.y), dataset.n_classes,
-                   dataset.class_names, dataset.source, dataset.extra)
-
-
-def _keep_classes(dataset: Dataset, classes: Sequence[int]) -> Dataset:
-    """Only ``classes``, renumbered 0..len-1 in the given order."""
-    lookup = torch.full((dataset.n_classes,), -1, dtype=torch.int64)
-    lookup[torch.tensor(list(classes))] = torch.arange(len(classes))
-
-    def keep(d: TensorData) -> TensorData:
-        index = torch.nonzero(lookup[d.y.cpu()] >= 0).flatten()
-        part = d.take(index)
-        return part.with_labels(lookup.to(part.y.device)[part.y])
-
-    names = tuple(dataset.class_names[c] for c in classes) if dataset.class_names else ()
-    return Dataset(dataset.name, keep(dataset.train), keep(dataset.test), len(classes), names, dataset.source)
-
-
 def split_benchmark(spec: Mapping[str, Any], dataset: str | None = None, seed: int = 0, root=None) -> bm.Benchmark:
     """A task-incremental split benchmark from a preset entry (``spec``).
 
@@ -317,26 +291,24 @@ def split_benchmark(spec: Mapping[str, Any], dataset: str | None = None, seed: i
     ``dataset`` (the notebooks' parameter) replaces the paper's data by a plain split of it.
     """
     tasks, per_task = spec["tasks"], spec.get("classes_per_task")
-    tpc, vpc = spec.get("train_per_class"), spec.get("test_per_class")
+    sizes = {"train_per_class": spec.get("train_per_class"), "test_per_class": spec.get("test_per_class"),
+             "seed": seed, "root": root}
     kind = spec["kind"] if dataset is None else "split"
     if kind == "cifar10-100":
-        c10 = _subsample(load_dataset("cifar10", root), tpc, vpc, seed)
-        c100 = _subsample(load_dataset("cifar100", root), tpc, vpc, seed)
-        both = _keep_classes(bm.concatenate_datasets(c10, c100), list(range(tasks * per_task)))
-        result = bm.split(both, tasks, "task", seed=None)
+        result = make_benchmark("split-cifar10-100", n_tasks=tasks, classes_per_task=per_task, **sizes)
         result.name = f"split CIFAR-10/100 ({tasks} tasks of {per_task} classes)"
     elif kind == "tiny-imagenet":
-        data = load_dataset("tiny-imagenet", root, size=spec.get("size"),
-                            max_per_class=max(x for x in (tpc, vpc) if x is not None) if (tpc or vpc) else None)
-        data = _keep_classes(_subsample(data, tpc, vpc, seed), list(range(tasks * per_task)))
-        result = bm.split(data, tasks, "task", seed=None)
+        # Decode only as many images per class as the subsets keep (the full set is 100,000 JPEGs).
+        kept = [n for n in (sizes["train_per_class"], sizes["test_per_class"]) if n is not None]
+        options = {"size": spec.get("size"), "max_per_class": max(kept) if kept else None}
+        result = make_benchmark("split-tiny-imagenet", n_tasks=tasks, classes_per_task=per_task,
+                                dataset_options=options, **sizes)
         result.name = f"split Tiny ImageNet ({tasks} tasks of {per_task} classes)"
     else:
         name = dataset or spec["dataset"]
-        data = _subsample(load_dataset(name, root), tpc, vpc, seed)
         n_tasks = spec.get("standin_tasks", tasks) if dataset is not None else tasks
-        result = bm.split(data, n_tasks, "task", seed=None)
-        result.name = f"split {data.name} ({n_tasks} tasks of {data.n_classes // n_tasks} classes)"
+        result = make_benchmark("split-mnist", dataset=name, n_tasks=n_tasks, **sizes)
+        result.name = f"split {result.dataset} ({n_tasks} tasks of {result.n_classes // n_tasks} classes)"
     return result
 
 

@@ -33,7 +33,6 @@ diverges. The bound is for plain SGD, the paper's optimiser.
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Sequence
 
 import torch
