@@ -25,9 +25,11 @@ from .registry import register
 class PathIntegral:
     """The running sum ``w = -sum g * delta`` of one task, updated with fused foreach ops."""
 
-    def __init__(self, model: torch.nn.Module):
-        self.names = list(parameters_of(model))
-        self.params = list(parameters_of(model).values())
+    def __init__(self, source: torch.nn.Module | dict[str, torch.nn.Parameter]):
+        """``source``: a model (all its trainable parameters) or the named parameters to follow."""
+        named = parameters_of(source) if isinstance(source, torch.nn.Module) else dict(source)
+        self.names = list(named)
+        self.params = list(named.values())
         self.start = [p.detach().clone() for p in self.params]
         self.previous = [p.detach().clone() for p in self.params]
         self.grad = [torch.zeros_like(p) for p in self.params]

@@ -174,18 +174,6 @@ class ClippedImportance(QuadraticPenalty):
         self.invalidate_gradient_cache()
 
 
-class _PathIntegralOf(PathIntegral):
-    """SI's running sum ``-sum g * delta`` over a chosen set of parameters (AR1: the shared ones)."""
-
-    def __init__(self, named: dict[str, torch.nn.Parameter]):  # noqa: D107 - same fields as PathIntegral
-        self.names = list(named)
-        self.params = list(named.values())
-        self.start = [p.detach().clone() for p in self.params]
-        self.previous = [p.detach().clone() for p in self.params]
-        self.grad = [torch.zeros_like(p) for p in self.params]
-        self.w = [torch.zeros_like(p) for p in self.params]
-
-
 @register
 class SISIT(ClippedImportance):
     """SI for class-incremental learning (Maltoni & Lomonaco, Eq. 9-11).
@@ -211,7 +199,7 @@ class SISIT(ClippedImportance):
 
     def before_task(self, model, task) -> None:
         super().before_task(model, task)
-        self.path = _PathIntegralOf(self.protected(model))
+        self.path = PathIntegral(self.protected(model))
 
     def after_task_backward(self, model) -> None:
         self.path.record_gradient()
