@@ -161,7 +161,7 @@ class ALASSO(Strategy):
         self.came_from: dict[str, torch.Tensor] = {}  # sign(theta^{n-1} - theta^n): the observed side
         self.anchor: dict[str, torch.Tensor] = {}  # theta^n
         self._coefficients: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._buffers: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # d and |d| of every step
+        self._buffers: dict[str, torch.Tensor] = {}  # d = theta - theta^{n-1}, reused by every step
 
     def before_task(self, model, task) -> None:
         self.path = PathIntegral(model)  # omega^n of Eq. 10 along the path (SI's bookkeeping)
@@ -194,11 +194,10 @@ class ALASSO(Strategy):
             p = params[n]
             if p.grad is None:  # another task's head: not trained now, still at its anchor
                 continue
-            d, magnitude = self._buffers[n]
+            d = self._buffers[n]
             torch.sub(p, self.anchor[n], out=d)  # d = theta - theta^{n-1}
-            torch.abs(d, out=magnitude)
             p.grad.addcmul_(mid, d, value=scale)  # grad += 2 c (mid * d + half * |d|)
-            p.grad.addcmul_(half, magnitude, value=scale)
+            p.grad.addcmul_(half, d.abs_(), value=scale)
 
     def after_step(self, model) -> None:
         self.path.record_step()
@@ -243,7 +242,7 @@ class ALASSO(Strategy):
     def _refresh(self) -> None:
         a, eps = float(self.hp["a"]), float(self.hp["epsilon"])
         self._coefficients = {n: side_coefficients(self.omega[n], self.came_from[n], a, eps) for n in self.omega}
-        self._buffers = {n: (torch.empty_like(v), torch.empty_like(v)) for n, v in self.anchor.items()}
+        self._buffers = {n: torch.empty_like(v) for n, v in self.anchor.items()}  # d of every step
 
     # -- inspection ----------------------------------------------------------------------------
     def surrogate_loss(self, model, a: float | None = None, epsilon: float | None = None) -> torch.Tensor:
