@@ -135,6 +135,24 @@ async () => {
     if ([...document.images].every((img) => img.complete)) break;
     await sleep(100);
   }
+  // every font the page's CSS declares (widget icons included), fetched whether or not a glyph
+  // happens to be drawn: a wrong public path shows up on every run, not only on some
+  const fontUrls = new Set();
+  for (const sheet of document.styleSheets) {
+    let rules;
+    try { rules = sheet.cssRules; } catch (e) { continue; }
+    for (const rule of rules) {
+      if (rule.type !== CSSRule.FONT_FACE_RULE) continue;
+      for (const m of rule.style.getPropertyValue('src').matchAll(/url\(\s*["']?([^"')]+)["']?\s*\)/g)) {
+        if (!m[1].startsWith('data:')) fontUrls.add(new URL(m[1], sheet.href || document.baseURI).href);
+      }
+    }
+  }
+  const fonts = [];
+  for (const url of fontUrls) {
+    const response = await fetch(url).catch(() => null);
+    fonts.push({url: url, status: response ? response.status : null});
+  }
   const main = document.querySelector('main') || document.body;
   const clone = main.cloneNode(true);
   clone.querySelectorAll('pre, code, script, style, textarea').forEach((n) => n.remove());
@@ -153,6 +171,7 @@ async () => {
     widgetsRendered: document.querySelectorAll('.jupyter-widgets').length,
     widgetErrors: document.querySelectorAll('.jupyter-widgets-error-widget, .widget-error').length,
     links: [...document.querySelectorAll('a[href]')].map((a) => a.getAttribute('href')),
+    fonts: fonts,
     text: text.slice(0, 20000),
   };
 }
@@ -243,6 +262,18 @@ def test_pages_load_without_javascript_errors(visits):
         for failure in record["failed"]:
             yield f"request failed: {failure}"
 
+    problems = _problems(visits, check)
+    assert not problems, "\n".join(problems)
+
+
+def test_every_declared_font_is_served(visits):
+    """Every @font-face URL of every page resolves (the widget icons' fonts come from the vendored folder)."""
+    def check(rel, record):
+        for font in record["fonts"]:
+            if font["status"] != 200:
+                yield f"font {font['url']}: HTTP {font['status']}"
+
+    assert any(record["fonts"] for record in visits.values()), "no page declared a font: the check saw nothing"
     problems = _problems(visits, check)
     assert not problems, "\n".join(problems)
 

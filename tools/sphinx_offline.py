@@ -26,15 +26,17 @@ JS = r"""// Written by tools/sphinx_offline.py: ipywidgets in the static book, o
   // whose webpack public path (fonts, icons) is derived from the module's require.js
   // URL: map that module id to the vendored folder (a global `require` object is
   // read by require.js as its configuration when it loads).
-  // The bundled AMD modules "@jupyter-widgets/controls" (and base, output) derive
-  // their own public path from their module URL, which require.js resolves
-  // relative to the page unless mapped too: map them into the same folder.
+  // Every other AMD module bundled in embed-amd.js ("@jupyter-widgets/html-manager",
+  // controls, base, output and the widgets-7 copies base7 and controls7) derives its
+  // own public path from its module URL, which require.js resolves relative to the
+  // page unless mapped too: map them all into the same folder. (The html-manager
+  // module's font-awesome CSS otherwise points at <page dir>/@jupyter-widgets/*.woff2.)
   var here = document.currentScript && document.currentScript.src;
   if (here) {
     var assets = new URL("../html-manager/", here).href;
     window.__jupyter_widgets_assets_path__ = assets;
     var paths = { "@jupyter-widgets/html-manager/dist": assets.replace(/\/$/, "") };
-    ["controls", "base", "output"].forEach(function (name) {
+    ["html-manager", "controls", "base", "output", "controls7", "base7"].forEach(function (name) {
       paths["@jupyter-widgets/" + name] = assets + name;
     });
     if (typeof window.require === "undefined") {
