@@ -428,6 +428,8 @@ def test_first_batch_gets_its_own_epochs_and_learning_rate(optimizer):
     result = ex.run_strategy({"strategy": "naive", "first": {"epochs": 3, "lr": 0.01}}, setup, bench)
     assert [len(losses) for losses in result.epoch_losses] == [3] + [1] * (len(bench) - 1)
     assert result.config["first_task_epochs"] == 3 and result.config["first_task_lr"] == 0.01
+    with pytest.raises(ValueError, match="'epochs' and 'lr' only"):
+        ex.run_strategy({"strategy": "naive", "first": {"momentum": 0.9}}, setup, bench)
 
 
 def test_shared_lr_scale_slows_only_the_layers_below_the_output():

@@ -208,6 +208,8 @@ def run_strategy(spec: Mapping[str, Any], settings: Mapping[str, Any], benchmark
     """Train one strategy of a preset on ``benchmark``; ``observe(strategy)`` may attach trackers first."""
     full = run_spec(spec, settings)
     train, first = full["train"], full["first"] or {}
+    if set(first) - {"epochs", "lr"}:
+        raise ValueError(f"a preset's 'first' takes 'epochs' and 'lr' only, got {sorted(first)}")
     shared = float(train.get("shared_lr_scale", 1.0))
     model = build_ar1_model(settings["model"], benchmark, full["head"], full["zero_init"], seed, device, root)
     strategy = make(full["strategy"], **full["hp"])
