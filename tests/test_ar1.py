@@ -57,6 +57,21 @@ def run(name: str, bench=None, epochs: int = 2, lr: float = 0.05, expanding: boo
     return result, model, strategy
 
 
+def watch(strategy, hook: str, callback, first: bool = False) -> None:
+    """Wrap ``strategy.<hook>`` (``before_task``, ``after_task``): ``callback(model, task)`` runs
+    after the hook (before it if ``first``)."""
+    inner = getattr(strategy, hook)
+
+    def wrapped(model, task, *rest):
+        if first:
+            callback(model, task)
+        inner(model, task, *rest)
+        if not first:
+            callback(model, task)
+
+    setattr(strategy, hook, wrapped)
+
+
 # ----------------------------------------------------------------------------- registry
 
 
@@ -241,13 +256,8 @@ def test_cwr_freezes_the_shared_weights_after_the_first_batch():
     snaps = []
 
     def observe(strategy):
-        inner_after = strategy.after_task
-
-        def after(model, task, data):
-            inner_after(model, task, data)
-            snaps.append({n: p.detach().clone() for n, p in shared_parameters(model).items()})
-
-        strategy.after_task = after
+        watch(strategy, "after_task", lambda model, task: snaps.append(
+            {n: p.detach().clone() for n, p in shared_parameters(model).items()}))
 
     run("cwr", bench, observe=observe)
     for later in snaps[1:]:
@@ -259,15 +269,11 @@ def test_cwr_copies_scaled_rows_and_leaves_untrained_classes_at_zero():
     bench = class_incremental()
     tw = {}
 
+    def keep_trained_head(model, task):  # tw: the head as trained, before CWR consolidates it
+        tw[task.index] = output_layer(model).weight.detach().clone()
+
     def observe(strategy):
-        inner_after = strategy.after_task
-
-        def after(model, task, data):
-            layer = output_layer(model)
-            tw[task.index] = layer.weight.detach().clone()
-            inner_after(model, task, data)
-
-        strategy.after_task = after
+        watch(strategy, "after_task", keep_trained_head, first=True)
 
     result, model, s = run("cwr", bench, observe=observe, w_first=2.0, w_rest=0.5)
     w = output_layer(model).weight.detach()
@@ -284,13 +290,8 @@ def test_cwr_plus_mean_shifts_each_batch_and_starts_from_zero():
     starts = []
 
     def observe(strategy):
-        inner_before = strategy.before_task
-
-        def before(model, task):
-            inner_before(model, task)
-            starts.append(output_layer(model).weight.detach().clone())
-
-        strategy.before_task = before
+        watch(strategy, "before_task",
+              lambda model, task: starts.append(output_layer(model).weight.detach().clone()))
 
     result, model, s = run("cwr+", bench, observe=observe)
     assert all(torch.count_nonzero(w) == 0 for w in starts)  # zero init of tw, every batch
@@ -306,13 +307,8 @@ def test_cwr_random_init_uses_the_requested_gaussian():
     starts = []
 
     def observe(strategy):
-        inner_before = strategy.before_task
-
-        def before(model, task):
-            inner_before(model, task)
-            starts.append(output_layer(model).weight.detach().clone())
-
-        strategy.before_task = before
+        watch(strategy, "before_task",
+              lambda model, task: starts.append(output_layer(model).weight.detach().clone()))
 
     run("cwr", bench, observe=observe, init_std=0.01)
     assert all(0.003 < float(w.std()) < 0.03 for w in starts)
@@ -336,13 +332,8 @@ def test_ar1_keeps_learning_the_shared_weights():
     snaps = []
 
     def observe(strategy):
-        inner_after = strategy.after_task
-
-        def after(model, task, data):
-            inner_after(model, task, data)
-            snaps.append({n: p.detach().clone() for n, p in shared_parameters(model).items()})
-
-        strategy.after_task = after
+        watch(strategy, "after_task", lambda model, task: snaps.append(
+            {n: p.detach().clone() for n, p in shared_parameters(model).items()}))
 
     result, model, s = run("ar1", bench, observe=observe, lam=10.0)
     moved = sum(float((snaps[-1][n] - snaps[0][n]).abs().sum()) for n in snaps[0])
@@ -440,14 +431,9 @@ def test_shared_lr_scale_slows_only_the_layers_below_the_output():
     moved = {}
 
     def observe(strategy):
-        inner = strategy.after_task
-
-        def after(model, task, data):
-            inner(model, task, data)
-            moved.update({n: float((p.detach() - dict(before.named_parameters())[n].detach()).abs().sum())
-                          for n, p in model.named_parameters()})
-
-        strategy.after_task = after
+        watch(strategy, "after_task", lambda model, task: moved.update(
+            {n: float((p.detach() - dict(before.named_parameters())[n].detach()).abs().sum())
+             for n, p in model.named_parameters()}))
 
     ex.run_strategy({"strategy": "naive"}, setup, bench, observe=observe)
     out = {n for n in moved if n.startswith("head.")}
