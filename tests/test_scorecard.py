@@ -79,3 +79,85 @@ def test_table_html_and_markdown_say_what_ran(tmp_path):
     assert "&#124;" in md  # a pipe in a claim does not break the table
     assert "fashion-mnist" in md and "`no_claims_nb`" in md
     assert "No notebook has recorded a claim yet." in scorecard.to_markdown([])
+
+
+def test_only_empirical_claims_count_in_the_tally(tmp_path):
+    card = _card(tmp_path)
+    card.check("measured, held", paper="p", measured=1, reproduced=True, core=True, kind="empirical")
+    card.check("measured, not held", paper="p", measured=1, reproduced=False)  # empirical by default
+    card.check("a formula plotted", paper="Fig. 1", measured="ok", reproduced=True, kind="analytic")
+    card.check("the paper's own numbers", paper="Table 4", measured="ok", reproduced=True, kind="arithmetic")
+    assert [c.kind for c in card.claims] == ["empirical", "empirical", "analytic", "arithmetic"]
+    assert "1 of 2 claims reproduced" in repr(card)
+    html = card._repr_html_()
+    assert "1 of 2 claims reproduced" in html and "2 analytic or arithmetic checks listed apart" in html
+    md = scorecard.to_markdown(scorecard.load(tmp_path))
+    assert "**1 of 2 claims reproduced** (1 of 1 core claims)" in md
+    assert "Analytic and arithmetic checks (not counted):" in md
+    # the checks listed apart come after the counted table, in their own table with a kind column
+    counted, apart = md.split("Analytic and arithmetic checks (not counted):")
+    assert "a formula plotted" in apart and "the paper's own numbers" in apart and "| analytic |" in apart
+    assert "a formula plotted" not in counted and "measured, held" in counted
+
+
+def test_unknown_kind_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown claim kind 'obvious'"):
+        _card(tmp_path).check("c", paper="p", measured=1, reproduced=True, kind="obvious")
+
+
+def test_stand_in_names_what_ran_instead_of_the_papers_setting():
+    paper = {"dataset": "CIFAR-10/100", "tasks": 30, "model": "Table D conv net"}
+    assert scorecard.stand_in(paper, {"dataset": "Fashion-MNIST", "tasks": 5, "model": "Table D conv net"}) == (
+        "5 tasks of Fashion-MNIST")
+    assert scorecard.stand_in({"dataset": "MNIST", "tasks": 30, "model": "MLP 2000x2000"},
+                              {"dataset": "MNIST", "tasks": 20, "model": "MLP 128x128"}) == "20 tasks of MNIST, MLP 128x128"
+    # the paper's own setting: no label (dataset names compared without case)
+    assert scorecard.stand_in({"dataset": "MNIST", "tasks": 30}, {"dataset": "mnist", "tasks": 30}) == ""
+    with pytest.raises(ValueError, match="dataset, tasks and model"):
+        scorecard.stand_in({"epochs": 20}, {"epochs": 5})
+
+
+def test_a_stand_in_is_in_the_claims_title(tmp_path):
+    card = _card(tmp_path)
+    label = scorecard.stand_in({"dataset": "CIFAR-10/100", "tasks": 30}, {"dataset": "Fashion-MNIST", "tasks": 5})
+    card.check("Split CIFAR-10/100: ALASSO beats SI", paper="p", measured=1, reproduced=True, stand_in=label)
+    title = "Split CIFAR-10/100: ALASSO beats SI (stand-in: 5 tasks of Fashion-MNIST)"
+    assert card.claims[0].title == title
+    assert title in card._repr_html_() and title in scorecard.to_markdown(card.claims)
+    assert title in card.claims[0].describe() and list(card.table()["claim"]) == [title]
+    assert scorecard.load(tmp_path)[0].title == title
+
+
+def test_beyond_seed_noise_decides_on_the_mean_difference_against_its_standard_error():
+    # the issue's case: ahead on average, but by less than the seeds' spread
+    close = scorecard.beyond_seed_noise([0.80, 0.75, 0.82], [0.788, 0.76, 0.80], seeds=[0, 1, 2])
+    assert close.differences == pytest.approx((0.012, -0.01, 0.02))
+    assert close.mean == pytest.approx(0.022 / 3)
+    assert close.stderr == pytest.approx(0.0155349 / 3 ** 0.5, rel=1e-4)
+    assert close.mean > 0 and not close.held
+    clear = scorecard.beyond_seed_noise([0.80, 0.75, 0.82], [0.70, 0.66, 0.70])
+    assert clear.held and clear.seeds == (0, 1, 2)
+    assert clear.rule == "mean paired difference over 3 seeds > 2 standard errors of the difference"
+    assert "+10.0, +9.0, +12.0" in clear.summary() and "mean +10.3 +/- 0.9 points" in clear.summary()
+    # one side a threshold; identical positive differences (zero spread) hold, zero differences do not
+    assert scorecard.beyond_seed_noise([0.95, 0.97, 0.96], 0.9).held
+    assert not scorecard.beyond_seed_noise([0.5, 0.5], [0.5, 0.5]).held
+    assert scorecard.beyond_seed_noise([0.6, 0.6], [0.5, 0.5]).held
+
+
+def test_beyond_seed_noise_rejects_what_it_cannot_decide():
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        scorecard.beyond_seed_noise([0.9], [0.8])
+    with pytest.raises(ValueError, match="one value per seed"):
+        scorecard.beyond_seed_noise([0.9, 0.8], [0.8])
+    with pytest.raises(ValueError, match="nan"):
+        scorecard.beyond_seed_noise([0.9, float("nan")], [0.8, 0.7])
+    with pytest.raises(ValueError, match="3 seeds for 2 values"):
+        scorecard.beyond_seed_noise([0.9, 0.8], [0.8, 0.7], seeds=[0, 1, 2])
+
+
+def test_a_multi_seed_claim_says_which_seeds_ran(tmp_path):
+    card = _card(tmp_path)
+    card.check("A beats B", paper="p", measured="m", reproduced=True, core=True, seeds=[0, 1, 2])
+    assert "seeds 0, 1, 2" in card._repr_html_() and "seeds 0, 1, 2" in card.claims[0].describe()
+    assert "seeds 0, 1, 2" in scorecard.to_markdown(scorecard.load(tmp_path))
