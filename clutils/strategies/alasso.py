@@ -133,6 +133,7 @@ class ALASSO(Strategy):
         "omega": "exact",  # "exact": Eq. 7; "si": SI's cumulative Eq. 3 (ablation)
         "keep_max": True,  # Omega^n = max(Eq. 7, Omega^{n-1}) (the authors' code)
     }
+    positive = frozenset({"xi"})  # divides: Eq. 7
     needs_task_gradient = True  # the path integral needs the task loss's own gradient
     # The penalty's closed-form gradient is added to ``.grad`` in ``after_backward``; the loop
     # then does not call ``penalty()`` (False: the loop back-propagates ``penalty()``).
@@ -142,8 +143,6 @@ class ALASSO(Strategy):
         super().__init__(**hyperparameters)
         if self.hp["omega"] not in OMEGA_RULES:
             raise ValueError(f"omega must be one of {OMEGA_RULES}, got {self.hp['omega']!r}")
-        if self.hp["epsilon"] < 0 or self.hp["a"] < 0:
-            raise ValueError("a and epsilon must be non-negative")
 
     # -- the constants of Eq. 11/12 -------------------------------------------------------
     @property

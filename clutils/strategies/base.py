@@ -16,6 +16,7 @@ import torch
 
 from ..data.benchmarks import Benchmark, Task
 from ..data.tensors import TensorData
+from .hyperparameters import check_hyperparameters
 
 
 class UnknownHyperparameterError(TypeError):
@@ -44,11 +45,14 @@ class Strategy:
     """Base class: naive fine-tuning does nothing beyond the task loss.
 
     Subclasses declare ``defaults`` (hyperparameter name -> default value from
-    the paper); ``__init__`` accepts only those names.
+    the paper); ``__init__`` accepts only those names, with values of the
+    default's kind and range (:mod:`clutils.strategies.hyperparameters`);
+    ``positive`` names the ones that must be strictly positive.
     """
 
     name: ClassVar[str] = "naive"
     defaults: ClassVar[dict[str, Any]] = {}
+    positive: ClassVar[frozenset[str]] = frozenset()
     # True when ``after_task_backward`` must see the gradient of the task loss alone
     # (the loop then back-propagates the penalty separately).
     needs_task_gradient: ClassVar[bool] = False
@@ -63,6 +67,7 @@ class Strategy:
             raise UnknownHyperparameterError(
                 f"{self.name} has no hyperparameter {', '.join(map(repr, unknown))}; valid: {valid}"
             )
+        check_hyperparameters(self.name, self.defaults, hyperparameters, self.positive)
         self.hp: dict[str, Any] = {**self.defaults, **hyperparameters}
         self.benchmark: Benchmark | None = None
 

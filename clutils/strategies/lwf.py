@@ -54,11 +54,10 @@ class LwF(Strategy):
 
     name = "lwf"
     defaults = {"lam": 1.0, "temperature": 2.0}
+    positive = frozenset({"temperature"})  # divides the logits
 
     def __init__(self, **hyperparameters):
         super().__init__(**hyperparameters)
-        if not float(self.hp["temperature"]) > 0:
-            raise ValueError(f"temperature must be positive, got {self.hp['temperature']}")
         self._reset()
 
     def _reset(self) -> None:

@@ -67,6 +67,7 @@ class SI(QuadraticPenalty):
 
     name = "si"
     defaults = {"c": 0.1, "xi": 0.1}
+    positive = frozenset({"xi"})  # divides: w / (Delta^2 + xi)
     needs_task_gradient = True
 
     def before_task(self, model, task) -> None:

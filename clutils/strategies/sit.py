@@ -195,6 +195,7 @@ class SISIT(ClippedImportance):
 
     name = "si-sit"
     defaults = {"lam": 5e7, "max_f": 1e-3, "xi": 1e-7, "w_first": 1e-5, "w_rest": 5e-3}
+    positive = frozenset({"xi"})  # divides: Eq. 10
     needs_task_gradient = True  # the path integral uses the task-loss gradient alone
 
     def before_task(self, model, task) -> None:
@@ -270,6 +271,7 @@ class EWCSIT(ClippedImportance):
 
     name = "ewc-sit"
     defaults = {"lam": 5e7, "max_f": 1e-3, "fisher": "minibatch", "fisher_batch": 256}
+    positive = frozenset({"fisher_batch"})
 
     def __init__(self, **hyperparameters):
         super().__init__(**hyperparameters)
