@@ -569,6 +569,36 @@ def build_html(paths: Paths, log=print) -> None:
     log(f"  HTML in {paths.html}")
 
 
+# ----------------------------------------------------------------------------- data first
+
+
+def check_datasets(run: Run, sources: list[Path], log=print) -> None:
+    """Load (downloading if needed) every dataset the notebooks need, before executing any.
+
+    Raises BuildError within seconds on a machine without them, with the command that works.
+    """
+    from clutils.data import preflight
+
+    code = "\n".join("".join(cell.get("source", "")) for path in sources
+                     for cell in read_notebook(path).get("cells", []) if cell.get("cell_type") == "code")
+    needed = preflight.datasets_needed(preflight.experiments_in(code), run.profile, run.dataset)
+    log(f"  datasets needed: {', '.join(sorted(needed)) or 'none'}")
+    missing = preflight.missing_datasets(needed)
+    if not missing:
+        return
+    lines = [f"the notebooks need data that is not on this machine: {', '.join(missing)}"]
+    for name, reason in missing.items():
+        lines += [f"  [{name}] " + line for line in reason.splitlines()]
+    if "fashion-mnist" not in missing and run.dataset != "fashion-mnist":
+        lines.append("Nothing was executed. To build the book on Fashion-MNIST instead (every caption says so):")
+        lines.append(f"  make book PROFILE={run.profile} DATASET=fashion-mnist")
+    else:
+        lines.append("Nothing was executed. Fashion-MNIST works offline once Debian's package is installed:")
+        lines.append("  sudo apt-get install dataset-fashion-mnist")
+        lines.append(f"  make book PROFILE={run.profile} DATASET=fashion-mnist")
+    raise BuildError("\n".join(lines))
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -584,9 +614,11 @@ def build(run: Run, paths: Paths, *, only: list[str] | None = None, force: bool 
         with timer.stage("assets (npm)"):
             for name in ("mathjax", "requirejs", "html-manager"):
                 npm_assets.fetch(name)
+        sources = notebook_sources(paths, only)
+        with timer.stage("datasets"):
+            check_datasets(run, sources, log=log)
         with timer.stage("notebooks"):
             clutils_hash, runtime_hash = clutils_digest(paths.root), runtime_digest()
-            sources = notebook_sources(paths, only)
             if not sources:
                 log("  no notebooks found under notebooks/")
             for path in sources:

@@ -19,6 +19,7 @@ The raw files are decoded once; the decoded uint8 tensors are cached under
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import socket
@@ -30,6 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .errors import DataFileError
 from .idx import read_idx
 from .root import ENV_VAR, data_root, load_cache, save_cache
 from .tensors import Dataset, TensorData, standardise
@@ -113,9 +115,33 @@ def socket_timeout(seconds: float = DOWNLOAD_TIMEOUT_S):
         socket.setdefaulttimeout(previous)
 
 
+def _where(arrays: dict, key: str, source: str) -> str:
+    """The files ``arrays[key]`` was read from (recorded by the reader under ``files``), else ``source``."""
+    return ", ".join(arrays.get("files", {}).get(key, [])) or source
+
+
+def check_consistent(arrays: dict, n_classes: int, source: str) -> None:
+    """Refuse test images of another size than the training images, and labels outside ``0..n_classes-1``."""
+    train_shape, test_shape = tuple(arrays["x_train"].shape[1:]), tuple(arrays["x_test"].shape[1:])
+    if train_shape != test_shape:
+        raise DataFileError(
+            f"test images are {'x'.join(map(str, test_shape))} ({_where(arrays, 'x_test', source)}) but "
+            f"training images {'x'.join(map(str, train_shape))} ({_where(arrays, 'x_train', source)}); "
+            "one of the files is damaged or from another dataset: delete it and fetch the dataset again")
+    for split, name in (("train", "training"), ("test", "test")):
+        y = torch.as_tensor(arrays[f"y_{split}"])
+        bad = int(((y < 0) | (y >= n_classes)).sum())
+        if bad:
+            raise DataFileError(
+                f"{bad:,} of {len(y):,} {name} labels lie outside 0..{n_classes - 1} "
+                f"({_where(arrays, f'y_{split}', source)}); the file is damaged or from another dataset: "
+                "delete it and fetch the dataset again")
+
+
 def to_dataset(name: str, arrays: dict, n_classes: int, class_names: Sequence[str],
                source: str, extra: dict | None = None) -> Dataset:
     """A Dataset from uint8 ``x_train``/``x_test`` (N x C x H x W) and labels, standardised."""
+    check_consistent(arrays, n_classes, source)
     x_train = torch.as_tensor(arrays["x_train"]).float().div_(255)
     x_test = torch.as_tensor(arrays["x_test"]).float().div_(255)
     x_train, x_test = standardise(x_train, x_test)
@@ -141,7 +167,7 @@ def _decode_one(path: Path, size: int | None) -> np.ndarray:
                 image = image.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(image, dtype=np.uint8)
     except OSError as error:  # PIL.UnidentifiedImageError included
-        raise ValueError(f"cannot read image {path}: {error}") from error
+        raise DataFileError(f"cannot read image {path}: {error}") from error
 
 
 def decode_images(paths: Sequence[Path], size: int | None = None, desc: str = "decoding") -> torch.Tensor:
@@ -157,7 +183,7 @@ def decode_images(paths: Sequence[Path], size: int | None = None, desc: str = "d
                                                    disable=len(paths) < 2000) as bar:
         for i, image in enumerate(pool.map(lambda p: _decode_one(p, size), paths)):
             if image.shape != first.shape:
-                raise ValueError(f"{paths[i]}: size {image.shape} differs from {first.shape}")
+                raise DataFileError(f"{paths[i]}: size {image.shape} differs from {first.shape}")
             out[i] = image
             bar.update()
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
@@ -232,39 +258,54 @@ def _idx_files(folder: Path) -> dict[str, Path] | None:
 
 
 def _read_idx_split(files: dict[str, Path]) -> dict:
-    """Decode the four IDX files into uint8 images (N x 1 x 28 x 28) and int64 labels."""
+    """Decode the four IDX files into uint8 images (N x 1 x 28 x 28) and int64 labels.
+
+    ``files`` (the paths by array name) is kept in the result, for error messages and the cache.
+    """
     arrays = {key: torch.from_numpy(read_idx(path)) for key, path in files.items()}
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.dim() != 3 or y.dim() != 1 or len(x) != len(y):
-            raise ValueError(
+            raise DataFileError(
                 f"{files[f'x_{split}']} and {files[f'y_{split}']} do not form an image/label pair "
                 f"(shapes {tuple(x.shape)} and {tuple(y.shape)})"
             )
         arrays[f"x_{split}"] = x.to(torch.uint8).unsqueeze(1).contiguous()
         arrays[f"y_{split}"] = y.long()
+    arrays["files"] = {key: [str(path)] for key, path in files.items()}
     return arrays
 
 
-def _read_pickle(path: Path) -> dict:
-    """One of the CIFAR python-version batch files (a pickled dict)."""
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+def _read_pickle(path: Path, md5: str) -> dict:
+    """One of the CIFAR python-version batch files (a pickled dict), unpickled only if its MD5 is ``md5``.
+
+    Unpickling runs whatever code a crafted file asks for, so a file is checked against
+    the checksum the CIFAR authors' archive holds before ``pickle`` sees a byte of it.
+    """
+    raw = path.read_bytes()
+    digest = hashlib.md5(raw).hexdigest()
+    if digest != md5:
+        raise DataFileError(
+            f"{path} is not the original CIFAR file (MD5 {digest}, expected {md5}); it was not "
+            "unpickled, since a tampered pickle can run code. Delete the folder and download CIFAR again.")
+    return pickle.loads(raw, encoding="latin1")
 
 
 def _read_cifar(folder: Path, train: list[str], test: list[str], meta: str,
-                label_key: str, names_key: str) -> dict:
-    """Decode CIFAR's python-version batches into uint8 N x 3 x 32 x 32 tensors."""
-    arrays = {}
+                label_key: str, names_key: str, checksums: dict[str, str]) -> dict:
+    """Decode CIFAR's python-version batches (each checked against ``checksums``) into uint8 N x 3 x 32 x 32."""
+    arrays: dict = {"files": {}}
     for split, names in (("train", train), ("test", test)):
-        batches = [_read_pickle(folder / name) for name in names]
+        batches = [_read_pickle(folder / name, checksums[name]) for name in names]
         x = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
         y = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
         if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(x) != len(y):
-            raise ValueError(f"{folder}: unexpected CIFAR batch shapes {x.shape} / {y.shape}")
+            raise DataFileError(f"{folder}: unexpected CIFAR batch shapes {x.shape} / {y.shape}")
         arrays[f"x_{split}"] = torch.from_numpy(x.reshape(-1, 3, 32, 32).copy())
         arrays[f"y_{split}"] = torch.from_numpy(y)
-    arrays["class_names"] = list(_read_pickle(folder / meta)[names_key])
+        arrays["files"][f"x_{split}"] = arrays["files"][f"y_{split}"] = [str(folder / name) for name in names]
+    arrays["class_names"] = list(_read_pickle(folder / meta, checksums[meta])[names_key])
+    arrays["files"]["meta"] = [str(folder / meta)]
     return arrays
 
 
@@ -285,6 +326,24 @@ CIFAR = {
                 "labels", "label_names"),
     "cifar100": (["train"], ["test"], "meta", "fine_labels", "fine_label_names"),
 }
+# The MD5 of each file of CIFAR's python version (the files of the authors' archives,
+# the checksums torchvision also checks).
+CIFAR_MD5 = {
+    "cifar10": {
+        "data_batch_1": "c99cafc152244af753f735de768cd75f",
+        "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+        "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+        "data_batch_4": "634d18415352ddfa80567beed471001a",
+        "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+        "test_batch": "40351d587109b95175f43aff81a1287e",
+        "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+    },
+    "cifar100": {
+        "train": "16019d7e3df5f24257cddd939b257f8d",
+        "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+        "meta": "7973b15100ade9c7d40fb424638fde48",
+    },
+}
 
 
 def _locate(name: str, root: Path) -> tuple[Callable[[], dict], str] | None:
@@ -294,7 +353,7 @@ def _locate(name: str, root: Path) -> tuple[Callable[[], dict], str] | None:
         train, test, meta, label_key, names_key = CIFAR[name]
         if not _cifar_files(folder, train + test + [meta]):
             return None
-        return (lambda: _read_cifar(folder, train, test, meta, label_key, names_key),
+        return (lambda: _read_cifar(folder, train, test, meta, label_key, names_key, CIFAR_MD5[name]),
                 f"torchvision files in {folder}")
     files = _idx_files(folder)
     if files is not None:
@@ -380,7 +439,8 @@ def _load_torchvision(name: str, root, download: bool | None, n_classes: int,
         read, source = located
         content = read()
         content["source"] = source
-        save_cache(root, name, content)
+        sources = {path for paths in content.get("files", {}).values() for path in paths}
+        save_cache(root, name, content, sources=sorted(sources))
     names = content.get("class_names") or class_names
     return to_dataset(name, content, n_classes, names, content["source"])
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataFileError
+
 # type code -> big-endian numpy dtype
 DTYPES = {
     0x08: np.dtype(">u1"),
@@ -26,7 +28,7 @@ DTYPES = {
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-class IDXError(ValueError):
+class IDXError(DataFileError):
     """A file is not a complete, valid IDX file."""
 
 
