@@ -15,7 +15,7 @@ BAD = [
     ("ewc", {"lam": -100.0}, "lam must be zero or positive"),
     ("si", {"xi": 0.0}, "xi must be positive"),
     ("si", {"xi": -1e-3}, "xi must be positive"),
-    ("alasso", {"xi": 0}, "xi must be positive"),
+    ("alasso", {"xi": -0.1}, "xi must be zero or positive"),  # 0 is allowed: Eq. 7 undamped
     ("alasso", {"a": -1.0}, "a must be zero or positive"),
     ("si-sit", {"xi": 0.0}, "xi must be positive"),
     ("ar1", {"xi": 0.0}, "xi must be positive"),

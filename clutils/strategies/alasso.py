@@ -133,7 +133,6 @@ class ALASSO(Strategy):
         "omega": "exact",  # "exact": Eq. 7; "si": SI's cumulative Eq. 3 (ablation)
         "keep_max": True,  # Omega^n = max(Eq. 7, Omega^{n-1}) (the authors' code)
     }
-    positive = frozenset({"xi"})  # divides: Eq. 7
     needs_task_gradient = True  # the path integral needs the task loss's own gradient
     # The penalty's closed-form gradient is added to ``.grad`` in ``after_backward``; the loop
     # then does not call ``penalty()`` (False: the loop back-propagates ``penalty()``).
