@@ -3,7 +3,7 @@
 # installs while pyproject.toml (and the torch pin below) are unchanged.
 #
 #   make test                                  # the whole test suite
-#   make book                                  # PROFILE=quick DEVICE=auto, the papers' datasets
+#   make book                                  # PROFILE=quick DEVICE=auto, the papers' datasets (MNIST via pip)
 #   make book PROFILE=smoke DATASET=fashion-mnist
 #   make book PROFILE=paper DEVICE=cuda        # paper scale, on a GPU
 
