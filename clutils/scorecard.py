@@ -58,6 +58,9 @@ FORMAT = 2
 KINDS = ("empirical", "analytic", "arithmetic")
 #: How many standard errors the mean paired difference must clear (:func:`beyond_seed_noise`).
 NOISE_FACTOR = 2.0
+#: How many seeds a core claim's comparison runs (:func:`core_seeds`); smoke runs only check
+#: that the code works, so two (the fewest that give a standard error) keep them fast.
+CORE_SEEDS = {"smoke": 2, "quick": 3, "paper": 3}
 
 
 @dataclasses.dataclass
@@ -198,6 +201,13 @@ class SeedComparison:
         per_seed = ", ".join(f"{scale * d:+.1f}" for d in self.differences)
         return (f"difference per seed ({', '.join(str(s) for s in self.seeds)}): {per_seed}; "
                 f"mean {scale * self.mean:+.1f} +/- {scale * self.stderr:.1f}{unit} (standard error)")
+
+
+def core_seeds(profile: str, seed: int = 0) -> list[int]:
+    """The seeds a core claim's comparison runs in ``profile``: ``seed``, ``seed + 1``, ..."""
+    if profile not in CORE_SEEDS:
+        raise ValueError(f"unknown profile {profile!r}; choose one of: {', '.join(CORE_SEEDS)}")
+    return [int(seed) + k for k in range(CORE_SEEDS[profile])]
 
 
 def beyond_seed_noise(

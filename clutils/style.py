@@ -82,6 +82,9 @@ DATASET_LABELS: dict[str, str] = {
     "cifar100": "CIFAR-100",
     "cifar-100": "CIFAR-100",
     "core50": "CORe50",
+    "core50-objects": "CORe50",
+    "cifar10+cifar100": "CIFAR-10/100",
+    "tiny-imagenet": "Tiny ImageNet",
     "digits": "scikit-learn digits",
 }
 

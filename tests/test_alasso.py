@@ -359,3 +359,38 @@ def test_code_excerpts_on_the_chapter_page_are_verbatim_from_the_implementation(
     assert len(blocks) >= 5
     for block in blocks:
         assert block.strip("\n") in source, f"excerpt not found in clutils/strategies/alasso.py:\n{block}"
+
+
+class TwoScalars(nn.Module):
+    """Two parameters whose values the loss below reads directly."""
+
+    def __init__(self):
+        super().__init__()
+        self.p = nn.Parameter(torch.zeros(1, dtype=torch.float64))
+        self.q = nn.Parameter(torch.zeros(1, dtype=torch.float64))
+
+    def forward(self, x):
+        return torch.cat([self.p, self.q]).expand(len(x), 2)
+
+
+def test_probe_leaves_out_parameters_whose_loss_change_is_float_noise():
+    def loss(logits, y, reduction="mean"):
+        p, q = logits[:, 0], logits[:, 1]
+        # p: a real valley, 1.72 times steeper on one side; q: a valley too, 20x asymmetric, but its
+        # loss change is about 1e-16, the size of float noise (like a dead unit's weights)
+        per = (p.exp() - p - 1.0) + 1e-16 * ((5 * q).exp() - 5 * q - 1.0) / 12.0
+        return per.mean() if reduction == "mean" else per
+
+    x, y = torch.zeros(4, 1), torch.zeros(4, dtype=torch.long)
+    start = {"p": torch.tensor([-1.0]), "q": torch.tensor([-1.0])}
+    report = asymmetry.probe_asymmetry(TwoScalars(), start, x, y, loss_fn=loss, min_move=0)
+    table = report.table.set_index("name")
+    assert table.loc["q", "loss_scale"] < asymmetry.FLAT_FLOOR < table.loc["p", "loss_scale"]
+    assert list(table["flat"]) == [False, True]
+    summary = report.summary()
+    assert summary["parameters"] == 2 and summary["flat"] == 1
+    p_asymmetry = table.loc["p", "h_un"] / table.loc["p", "h_obs"]
+    assert summary["median_asymmetry"] == pytest.approx(p_asymmetry)  # q's 20x does not count
+    assert summary["valleys"] == 1.0 and list(report.valleys["name"]) == ["p"]
+    # with no floor, q's noise counts as a valley and pulls the median up
+    assert asymmetry.summarise(report.table, floor=0.0)["median_asymmetry"] > 2 * p_asymmetry

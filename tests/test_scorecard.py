@@ -161,3 +161,10 @@ def test_a_multi_seed_claim_says_which_seeds_ran(tmp_path):
     card.check("A beats B", paper="p", measured="m", reproduced=True, core=True, seeds=[0, 1, 2])
     assert "seeds 0, 1, 2" in card._repr_html_() and "seeds 0, 1, 2" in card.claims[0].describe()
     assert "seeds 0, 1, 2" in scorecard.to_markdown(scorecard.load(tmp_path))
+
+
+def test_core_claims_run_at_least_three_seeds_outside_smoke():
+    assert scorecard.core_seeds("quick", seed=5) == [5, 6, 7]
+    assert len(scorecard.core_seeds("paper")) >= 3 and len(scorecard.core_seeds("smoke")) == 2
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        scorecard.core_seeds("fast")

@@ -9,6 +9,13 @@ other side was not. A symmetric quadratic ``h (theta - theta*)^2`` fitted on
 the observed side (as SI's and ALASSO's surrogates are) *underestimates* the
 loss on the unobserved side when that side is the steeper one.
 
+Some probed parameters barely touch the loss (the weights into a unit that is
+never active, for example): their loss change is float noise, about 1e-17,
+and its "curvatures" say nothing. A parameter whose fitted loss change over the
+distance it travelled, ``max(|h_obs|, |h_un|) * (theta* - theta0)^2``, is below
+:data:`FLAT_FLOOR` (1e-10) is **flat**: :func:`summarise` leaves it out of
+every share and median and reports how many were left out.
+
 :func:`probe_asymmetry` measures this for any trained model: for each sampled
 scalar parameter it evaluates the exact loss change ``L(theta* + delta e_k) -
 L(theta*)`` at offsets on both sides, fits ``h_obs`` on the observed side and
@@ -39,6 +46,10 @@ import torch.nn.functional as F
 from torch import nn
 
 DEFAULT_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+#: Below this fitted loss change over the distance travelled (``max(|h_obs|, |h_un|) * moved^2``)
+#: a parameter's profile is float noise, not a valley or a slope (a float64 loss of order 1 carries
+#: errors of about 1e-16; 1e-10 leaves a wide margin and is far below any loss change that matters).
+FLAT_FLOOR = 1e-10
 
 
 @dataclass
@@ -50,7 +61,9 @@ class AsymmetryReport:
     (``theta* - theta0``), ``h_obs``/``h_un`` (fitted curvatures of the observed
     and unobserved side), ``predicted``/``actual`` (quadratic prediction from the
     observed side and the true loss change at the farthest unobserved offset),
-    ``underestimated`` (``actual > predicted``) and ``ratio`` (``h_un / h_obs``).
+    ``underestimated`` (``actual > predicted``), ``ratio`` (``h_un / h_obs``),
+    ``loss_scale`` (``max(|h_obs|, |h_un|) * moved^2``) and ``flat``
+    (``loss_scale`` below the report's floor, :data:`FLAT_FLOOR` by default).
     ``offsets`` (P x 2K, parameter units, the observed side negative whichever
     way the parameter moved) and ``loss_change`` (P x 2K) hold the raw profiles.
     """
@@ -62,19 +75,43 @@ class AsymmetryReport:
     n_samples: int
     settings: dict = field(default_factory=dict)
 
+    @property
+    def floor(self) -> float:
+        return float(self.settings.get("floor", FLAT_FLOOR))
+
+    @property
+    def kept(self) -> pd.DataFrame:
+        """The probed parameters that are not flat (see :data:`FLAT_FLOOR`)."""
+        return self.table[~_is_flat(self.table, self.floor)]
+
+    @property
+    def valleys(self) -> pd.DataFrame:
+        """The kept parameters whose loss rises on both sides (both curvatures > 0)."""
+        kept = self.kept
+        return kept[(kept.h_obs > 0) & (kept.h_un > 0)]
+
     def summary(self) -> dict[str, float]:
         """The headline numbers (see :func:`summarise`)."""
-        return summarise(self.table)
+        return summarise(self.table, self.floor)
 
     def by_tensor(self) -> pd.DataFrame:
         """:func:`summarise` per parameter tensor (layer weights and biases)."""
-        rows = {name: summarise(part) for name, part in self.table.groupby("name", sort=False)}
+        rows = {name: summarise(part, self.floor) for name, part in self.table.groupby("name", sort=False)}
         return pd.DataFrame(rows).T
 
 
-def summarise(table: pd.DataFrame) -> dict[str, float]:
-    """Fractions and medians over the probed parameters.
+def _is_flat(table: pd.DataFrame, floor: float) -> pd.Series:
+    """``max(|h_obs|, |h_un|) * moved^2 < floor``: the profile is float noise."""
+    scale = np.maximum(table.h_obs.abs(), table.h_un.abs()) * table.moved ** 2
+    return scale < floor
 
+
+def summarise(table: pd.DataFrame, floor: float = FLAT_FLOOR) -> dict[str, float]:
+    """Fractions and medians over the probed parameters that are not flat.
+
+    * ``parameters``: how many were probed; ``flat``: how many of them were left
+      out because their loss change is below ``floor`` (see :data:`FLAT_FLOOR`);
+      every other entry is computed over the rest;
     * ``underestimated``: share of parameters whose true loss change at the
       farthest unobserved offset exceeds the observed-side quadratic's prediction;
     * ``median_factor``: median of ``actual / predicted`` over the underestimated
@@ -87,15 +124,19 @@ def summarise(table: pd.DataFrame) -> dict[str, float]:
       curvatures > 0), the only ones with a minimum at the trained value;
     * ``descending``: share whose loss keeps falling past the trained value (``h_un <= 0``).
     """
+    probed = len(table)
+    flat = _is_flat(table, floor) if probed else pd.Series(dtype=bool)
+    table = table[~flat]
     n = len(table)
     if n == 0:
-        return {"parameters": 0}
+        return {"parameters": float(probed), "flat": float(flat.sum())}
     pos = table[table.h_obs > 0]
     under = table[table.underestimated & (table.predicted > 0)]
     both = table[(table.h_obs > 0) & (table.h_un > 0)]
     asym = np.maximum(both.h_obs, both.h_un) / np.minimum(both.h_obs, both.h_un)
     return {
-        "parameters": float(n),
+        "parameters": float(probed),
+        "flat": float(flat.sum()),
         "underestimated": float(table.underestimated.mean()),
         "median_factor": float((under.actual / under.predicted).median()) if len(under) else float("nan"),
         "unobserved_steeper": float((table.h_un > table.h_obs).mean()),
@@ -309,7 +350,8 @@ def loss_profiles(model: nn.Module, x: torch.Tensor, y: torch.Tensor, parameters
 def probe_asymmetry(model: nn.Module, start: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
                     task=None, per_tensor: int = 64, fractions: Sequence[float] = DEFAULT_FRACTIONS,
                     seed: int = 0, min_move: float = 1e-6, names: Sequence[str] | None = None,
-                    dtype: torch.dtype = torch.float64, loss_fn: Callable = _cross_entropy) -> AsymmetryReport:
+                    dtype: torch.dtype = torch.float64, loss_fn: Callable = _cross_entropy,
+                    floor: float = FLAT_FLOOR) -> AsymmetryReport:
     """Measure how a quadratic fitted on the observed side predicts the unobserved side.
 
     ``model`` holds the trained weights ``theta*``; ``start`` maps parameter
@@ -318,7 +360,8 @@ def probe_asymmetry(model: nn.Module, start: dict[str, torch.Tensor], x: torch.T
     the samples the loss is computed on (the task's training data, as the
     surrogate approximates the training loss); ``task`` is the task id a
     multi-head model needs. For each sampled parameter the offsets are
-    ``fractions * |theta* - theta0|`` on both sides.
+    ``fractions * |theta* - theta0|`` on both sides. Parameters whose loss change
+    is below ``floor`` are marked ``flat`` and left out of the summaries.
     """
     fractions = tuple(float(f) for f in fractions)
     if not fractions or min(fractions) <= 0:
@@ -349,9 +392,12 @@ def probe_asymmetry(model: nn.Module, start: dict[str, torch.Tensor], x: torch.T
         "h_obs": h_obs, "h_un": h_un, "predicted": predicted, "actual": actual,
         "underestimated": actual > predicted, "ratio": ratio,
     })
+    table["loss_scale"] = np.maximum(np.abs(h_obs), np.abs(h_un)) * moved ** 2
+    table["flat"] = _is_flat(table, floor)
     # Report the offsets with the observed side negative (left) whichever way the parameter moved.
     return AsymmetryReport(table, np.concatenate([-scale, scale], axis=1), change, fractions, len(y),
-                           {"per_tensor": per_tensor, "seed": seed, "min_move": min_move, "dtype": str(dtype)})
+                           {"per_tensor": per_tensor, "seed": seed, "min_move": min_move, "dtype": str(dtype),
+                            "floor": float(floor)})
 
 
 def profiles_for_plot(model: nn.Module, x: torch.Tensor, y: torch.Tensor, parameters: Sequence[tuple[str, int]],

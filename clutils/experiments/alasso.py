@@ -51,6 +51,14 @@ PAPER = {
     "tiny_gain_points": 10.0,  # ALASSO - SI, "approximately 10% point"
 }
 
+#: The paper's setting of each experiment (Section 5, Tables C-E), for the claims' stand-in labels.
+PAPER_SETTINGS = {
+    "permuted": {"dataset": "permuted MNIST", "tasks": 30, "model": "MLP 2000x2000"},
+    "loss-asymmetry": {"dataset": "MNIST", "model": "MLP 2000x2000"},
+    "cifar10-100": {"dataset": "CIFAR-10/100", "tasks": 30, "model": "Table D conv net"},
+    "tiny-imagenet": {"dataset": "Tiny ImageNet", "tasks": 30, "model": "Table E conv net"},
+}
+
 #: Display name -> (registry name, model options). Dropout follows Goodfellow et al. (2013).
 METHODS = {
     "SGD": ("naive", {}),
@@ -312,12 +320,32 @@ def split_benchmark(spec: Mapping[str, Any], dataset: str | None = None, seed: i
     return result
 
 
+def net_label(settings: Mapping[str, Any]) -> str:
+    """The preset's network in a few words: "MLP 128x128", "Table D conv net"."""
+    arch = settings.get("arch", "mlp")
+    if arch == "mlp":
+        return f"MLP {'x'.join(str(h) for h in settings['hidden'])}"
+    return {"table-d": "Table D conv net", "table-e": "Table E conv net"}.get(arch, arch)
+
+
+def stand_in(experiment: str, benchmark: bm.Benchmark, settings: Mapping[str, Any]) -> str:
+    """What ran instead of the paper's ``experiment`` (a key of :data:`PAPER_SETTINGS`), read from
+    the benchmark and the preset that ran; ``""`` when it is the paper's setting."""
+    from ..scorecard import stand_in as label
+    from ..style import dataset_label
+
+    paper = PAPER_SETTINGS[experiment]
+    dataset = dataset_label(benchmark.dataset)
+    if experiment == "permuted":
+        dataset = f"permuted {dataset}"
+    ran = {"dataset": dataset, "tasks": len(benchmark), "model": net_label(settings)}
+    return label(paper, {k: v for k, v in ran.items() if k in paper})
+
+
 def describe_run(benchmark: bm.Benchmark, settings: Mapping[str, Any], arch: str | None = None) -> str:
     """What ran, for captions: benchmark, sizes, network and epochs."""
     task0 = benchmark.tasks[0]
-    arch = arch or settings.get("arch", "mlp")
-    net = f"MLP {'x'.join(str(h) for h in settings['hidden'])}" if arch == "mlp" else {
-        "table-d": "Table D conv net", "table-e": "Table E conv net"}.get(arch, arch)
+    net = net_label({**settings, "arch": arch or settings.get("arch", "mlp")})
     return (f"{benchmark.name}: {len(benchmark)} tasks, {len(task0.train)} training / {len(task0.test)} test "
             f"samples per task; {net}; {settings['epochs']} epochs per task, batch {settings['batch_size']}, "
             f"{settings.get('optimizer', 'adam')} lr {settings['lr']:g}")

@@ -98,6 +98,35 @@ def build_benchmark(spec: Mapping[str, Any], dataset: str | None = None, order_s
     return result
 
 
+#: The paper's setting of each figure group, for the claims' stand-in labels: CORe50 NC with
+#: GoogLeNet (Figures 7-8 and Appendix A, Table 4) or CaffeNet (Figures 4-5 and 10-13), and the
+#: first 6 batches of split CIFAR-10/100 with CifarNet (Figure 3).
+PAPER_SETTINGS = {
+    "core50": {"dataset": "CORe50", "tasks": 9, "model": "GoogLeNet"},
+    "core50-caffenet": {"dataset": "CORe50", "tasks": 9, "model": "CaffeNet"},
+    "cifar10-100": {"dataset": "CIFAR-10/100", "tasks": 6, "model": "CifarNet"},
+}
+
+
+def model_label(model: Mapping[str, Any]) -> str:
+    """A setup's network in a few words: "MLP 256x256", "GoogLeNet", "CifarNet"."""
+    arch = model["arch"]
+    if arch == "mlp":
+        return "MLP " + "x".join(str(w) for w in model["hidden"])
+    return {"googlenet128": "GoogLeNet", "cifarnet": "CifarNet"}.get(arch, arch)
+
+
+def stand_in(experiment: str, setup: Mapping[str, Any], benchmark: bm.Benchmark) -> str:
+    """What ran instead of the paper's setting (a key of :data:`PAPER_SETTINGS`), read from the
+    benchmark and the setup that ran; ``""`` when it is the paper's setting."""
+    from ..scorecard import stand_in as label
+    from ..style import dataset_label
+
+    ran = {"dataset": dataset_label(benchmark.dataset), "tasks": len(benchmark),
+           "model": model_label(setup["model"])}
+    return label(PAPER_SETTINGS[experiment], ran)
+
+
 def class_orders(n_runs: int, seed: int = 0) -> list[int | None]:
     """The class-order seeds of ``n_runs`` runs: the first run in the natural order, then seeded shuffles."""
     return [None] + [seed * 1000 + r for r in range(1, n_runs)]
