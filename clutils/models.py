@@ -134,6 +134,15 @@ class ContinualModel(nn.Module):
         if scenario == "class" and isinstance(self.head, SingleHead):
             self.head.observe(classes)
 
+    def opened_outputs(self) -> dict[str, torch.Tensor]:
+        """The state-dict entries that record which outputs are open (an expanding head's ``active``).
+
+        They belong to the loop's bookkeeping of the classes met so far, not to the weights: a
+        strategy that restores initial weights (``separate``, ``joint(from_scratch=True)``) keeps them.
+        """
+        return {name: value for name, value in self.state_dict().items()
+                if name.rsplit(".", 1)[-1] == "active" and isinstance(self.head, SingleHead)}
+
     def output_layers(self) -> list[nn.Linear]:
         if isinstance(self.head, MultiHead):
             return list(self.head.heads)

@@ -139,9 +139,9 @@ _NAIVE: dict[tuple, Any] = {}
 def case_of(name: str) -> Case:
     if name in CASES:
         return CASES[name]
-    declared = getattr(REGISTRY[name], "scenarios", None)
+    declared = REGISTRY[name].scenarios
     scenario_bench = {"domain": "permuted", "class": "split-class", "task": "split-task"}
-    return Case(bench=scenario_bench[declared[0]]) if declared else Case()
+    return Case() if "domain" in declared else Case(bench=scenario_bench[declared[0]])
 
 
 def naive_result(case: Case):

@@ -25,12 +25,25 @@ region of Table 1 (the authors' code uses 1.8). ``si_tuned_c`` is SI's best
 ``c`` of a sweep (0.1, 0.25, 0.5, 1) on this run: the notebook also runs SI
 with it, to show how much of the gap to ALASSO is SI's constant.
 """
+from ..strategies.recipes import recipe_of
 from . import define
 
+# The training and hyperparameters of every method come from its recipe (clutils.strategies.recipes).
+_ADAM = recipe_of("alasso")
+
+
+def _hp(profile: str, **changes) -> dict:
+    """The recipes' hyperparameters of SI, ALASSO, EWC and MAS under ``profile``, with ``changes``."""
+    out = {name: dict(recipe_of(name, profile).hp) for name in ("si", "alasso", "ewc", "mas")}
+    for name, values in changes.items():
+        out[name].update(values)
+    return out
+
+
 _PERMUTED_COMMON = {
-    "optimizer": "adam", "lr": 1e-3, "batch_size": 256, "arch": "mlp",
+    "optimizer": _ADAM.optimizer, "lr": _ADAM.lr, "batch_size": _ADAM.batch_size, "arch": "mlp",
     "first_unpermuted": True,  # the authors' code keeps task 1 as plain MNIST
-    "reset_optimizer": False,  # the authors' code keeps Adam's state across tasks
+    "reset_optimizer": _ADAM.reset_optimizer,  # the authors' code keeps Adam's state across tasks
     "early_tasks": [1, 2, 3],  # Figure 4: the tasks followed over time (1-based)
     "a_values": [0.8, 1.0, 2.0, 3.0, 4.0, 5.0],  # Table 1
     "methods_fig5": ["SGD", "SGD+dropout", "EWC", "MAS", "SI", "ALASSO", "single_task", "multi_task"],
@@ -43,27 +56,20 @@ _PERMUTED_COMMON = {
     "no_decoupling": {"decouple": False},  # Figure 7
 }
 
-_PAPER_HP = {
-    "si": {"c": 0.1, "xi": 0.1},
-    "alasso": {"c": 1.0, "a": 1.8, "epsilon": 1e-6, "xi": 0.1, "c_prime": 1.0, "a_prime": 1.0, "epsilon_prime": 0.0},
-    "ewc": {"lam": 100.0, "fisher_samples": 1000},
-    "mas": {"lam": 1.0, "samples": 1000},
-}
+_PAPER_HP = _hp("paper")
 
 define(
     "alasso-permuted-mnist",
     smoke={
         **_PERMUTED_COMMON, "tasks": 3, "epochs": 1, "hidden": [32], "batch_size": 64,
         "train_per_class": 20, "test_per_class": 10, "a_values": [0.8, 1.0, 2.0], "early_tasks": [1],
-        "hp": {"si": {"c": 0.1, "xi": 1e-3}, "alasso": {"c": 1.0, "a": 2.0, "xi": 1e-3},
-               "ewc": {"lam": 100.0, "fisher_samples": 50}, "mas": {"lam": 1.0, "samples": 50}},
+        "hp": _hp("smoke", ewc={"fisher_samples": 50}, mas={"samples": 50}),
         "si_tuned_c": 0.5, "tasks_long": None,
     },
     quick={
         **_PERMUTED_COMMON, "tasks": 20, "epochs": 5, "hidden": [128, 128],
         "train_per_class": 200, "test_per_class": 100,
-        "hp": {"si": {"c": 0.1, "xi": 1e-3}, "alasso": {"c": 1.0, "a": 2.0, "xi": 1e-3},
-               "ewc": {"lam": 100.0, "fisher_samples": 200}, "mas": {"lam": 1.0, "samples": 200}},
+        "hp": _hp("quick"),
         "si_tuned_c": 0.5,  # the best SI c of a sweep (0.1, 0.25, 0.5, 1) on this run, seed 0
         "tasks_long": None,  # the 100-task runs are the paper profile's
     },
@@ -99,7 +105,13 @@ define(
     },
 )
 
-_SPLIT_COMMON = {"optimizer": "adam", "lr": 1e-3, "reset_optimizer": False,
+def _split_hp(profile: str) -> dict:
+    """SI's and ALASSO's strength, ``a`` and ``xi`` from their recipes (the split runs set no others)."""
+    keep = {"si": ("c", "xi"), "alasso": ("c", "a", "xi")}
+    return {name: {k: recipe_of(name, profile).hp[k] for k in keys} for name, keys in keep.items()}
+
+
+_SPLIT_COMMON = {"optimizer": _ADAM.optimizer, "lr": _ADAM.lr, "reset_optimizer": _ADAM.reset_optimizer,
                  "method_list": ["single_task", "SI", "ALASSO"]}
 
 define(
@@ -111,7 +123,7 @@ define(
         "tiny": {**_SPLIT_COMMON, "kind": "tiny-imagenet", "tasks": 2, "classes_per_task": 6, "arch": "table-e",
                  "dataset": "fashion-mnist", "standin_tasks": 2, "size": 32, "epochs": 1, "batch_size": 32,
                  "train_per_class": 10, "test_per_class": 5, "snapshots": [1, 2]},
-        "hp": {"si": {"c": 0.1, "xi": 1e-3}, "alasso": {"c": 1.0, "a": 2.0, "xi": 1e-3}},
+        "hp": _split_hp("smoke"),
     },
     quick={
         # Stand-ins when the paper's data are not on disk: split Fashion-MNIST, 5 tasks of 2 classes,
@@ -122,7 +134,7 @@ define(
         "tiny": {**_SPLIT_COMMON, "kind": "tiny-imagenet", "tasks": 30, "classes_per_task": 6, "arch": "table-e",
                  "dataset": "fashion-mnist", "standin_tasks": 5, "size": 32, "epochs": 3, "batch_size": 128,
                  "train_per_class": 150, "test_per_class": 100, "snapshots": [1, 3, 5]},
-        "hp": {"si": {"c": 0.1, "xi": 1e-3}, "alasso": {"c": 1.0, "a": 2.0, "xi": 1e-3}},
+        "hp": _split_hp("quick"),
     },
     paper={
         "cifar": {**_SPLIT_COMMON, "kind": "cifar10-100", "tasks": 30, "classes_per_task": 3, "arch": "table-d",
@@ -131,6 +143,6 @@ define(
         "tiny": {**_SPLIT_COMMON, "kind": "tiny-imagenet", "tasks": 30, "classes_per_task": 6, "arch": "table-e",
                  "dataset": None, "size": None, "epochs": 60, "batch_size": 128, "train_per_class": None,
                  "test_per_class": None, "snapshots": [5, 10, 15, 20, 25, 30]},
-        "hp": {"si": {"c": 0.1, "xi": 0.1}, "alasso": {"c": 1.0, "a": 1.8, "xi": 0.1}},
+        "hp": _split_hp("paper"),
     },
 )

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 
+from ..strategies.recipes import recipe_of
 from . import define
 
 # ----------------------------------------------------------------------------- quick
@@ -39,23 +40,37 @@ from . import define
 QUICK_BENCHMARK = {"kind": "split", "dataset": "mnist", "tasks": 5, "train_per_class": 500,
                    "test_per_class": 300, "shuffle": True, "label": "class-incremental split MNIST"}
 QUICK_MODEL = {"arch": "mlp", "hidden": [256, 256]}
-#: Batches 2..5 (and 1): plain SGD; the shared layers learn at 1/50 of the output layer's rate.
-QUICK_TRAIN = {"epochs": 2, "batch_size": 32, "lr": 0.02, "optimizer": "sgd", "momentum": 0.0,
-               "shared_lr_scale": 0.02}
-#: Plain fine-tuning: every layer at the same learning rate.
-_PLAIN = {"lr": 0.1, "shared_lr_scale": 1.0}
+_SGD = recipe_of("ar1")
+#: Batches 2..5 (and 1): plain SGD; the shared layers learn at 1/50 of the output layer's rate
+#: (the recipe of CWR, CWR+, AR1, EWC and SI in :mod:`clutils.strategies.recipes`).
+QUICK_TRAIN = {"epochs": 2, "batch_size": _SGD.batch_size, "lr": _SGD.lr, "optimizer": _SGD.optimizer,
+               "momentum": _SGD.momentum, "shared_lr_scale": _SGD.shared_lr_scale}
+#: Plain fine-tuning: every layer at the same learning rate (LwF's recipe; naive and cumulative too).
+_PLAIN = {"lr": recipe_of("lwf-sit").lr, "shared_lr_scale": recipe_of("lwf-sit").shared_lr_scale}
+
+
+def _from_recipe(name: str, **extra) -> dict:
+    """A quick-profile strategy entry: the recipe's hyperparameters, head and (if not QUICK_TRAIN's) training."""
+    recipe = recipe_of(name)
+    entry = {"strategy": name, **extra}
+    if recipe.head != "maximal":
+        entry["head"] = recipe.head
+    if (recipe.lr, recipe.shared_lr_scale) != (_SGD.lr, _SGD.shared_lr_scale):
+        entry["train"] = {"lr": recipe.lr, "shared_lr_scale": recipe.shared_lr_scale}
+    if recipe.hp:
+        entry["hp"] = dict(recipe.hp)
+    return entry
+
 
 QUICK_STRATEGIES = {
     "naive": {"strategy": "naive", "train": _PLAIN},
     "cumulative": {"strategy": "joint", "train": _PLAIN},
-    "lwf": {"strategy": "lwf-sit", "head": "expanding", "train": _PLAIN,
-            "hp": {"map_from": [0.5, 0.8], "map_to": [0.45, 0.95]}},
-    "ewc": {"strategy": "ewc-sit", "hp": {"lam": 5e3, "max_f": 1e-3}},
-    "si": {"strategy": "si-sit", "hp": {"lam": 5e3, "max_f": 1e-3, "xi": 1e-7, "w_first": 1e-4, "w_rest": 1e-4}},
-    "cwr": {"strategy": "cwr"},
-    "cwr+": {"strategy": "cwr+"},
-    "ar1": {"strategy": "ar1", "hp": {"lam": 8e5, "max_f": 1e-3, "xi": 1e-7, "w_first": 0.0015,
-                                      "w_rest": 0.0015}},
+    "lwf": _from_recipe("lwf-sit"),
+    "ewc": _from_recipe("ewc-sit"),
+    "si": _from_recipe("si-sit"),
+    "cwr": _from_recipe("cwr"),
+    "cwr+": _from_recipe("cwr+"),
+    "ar1": _from_recipe("ar1"),
 }
 
 #: What the quick profile's tuning tried (Fashion-MNIST, seed 1, 3 class orders, mean final
@@ -175,7 +190,7 @@ _FIG8_ORDER = ["naive", "cumulative", "lwf", "ewc", "si", "cwr", "cwr+", "ar1"]
 _MT_QUICK = {
     "naive": {"strategy": "naive", "train": _PLAIN},
     "ewc": {"strategy": "ewc", "hp": {"lam": 100.0, "fisher": "empirical"}, "train": _PLAIN},
-    "lwf": {"strategy": "lwf", "hp": {"lam": 1.0, "temperature": 2.0}, "train": _PLAIN},
+    "lwf": _from_recipe("lwf"),
     "si": {"strategy": "si", "hp": {"c": 0.1, "xi": 0.1}, "train": _PLAIN},
 }
 

@@ -41,6 +41,7 @@ class AR1(SISIT):
     """
 
     name = "ar1"
+    scenarios = ("class",)
     protects_head = False  # F and Theta cover the shared weights only
     defaults = {"lam": 8e5, "max_f": 1e-3, "xi": 1e-7, "w_first": 0.0015, "w_rest": 0.0015,
                 "zero_init": True, "mean_shift": True, "init_std": None, "mask_unseen": True}

@@ -53,6 +53,8 @@ class Strategy:
     name: ClassVar[str] = "naive"
     defaults: ClassVar[dict[str, Any]] = {}
     positive: ClassVar[frozenset[str]] = frozenset()
+    # The scenarios the strategy runs in (CWR, CWR+ and AR1: class-incremental only).
+    scenarios: ClassVar[tuple[str, ...]] = ("task", "domain", "class")
     # True when ``after_task_backward`` must see the gradient of the task loss alone
     # (the loop then back-propagates the penalty separately).
     needs_task_gradient: ClassVar[bool] = False
@@ -125,6 +127,17 @@ class Strategy:
 def parameters_of(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     """The trainable parameters by name (the ones a regulariser protects)."""
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def restore_initial_state(model: torch.nn.Module, initial: dict[str, torch.Tensor]) -> None:
+    """Load ``initial`` (the state at ``setup``) into ``model`` but keep the outputs its head has opened.
+
+    The loop opens the task's classes (``model.prepare_task``) before ``before_task``; the
+    initial state of an expanding head has every output closed, and reloading it as it is
+    would mask every logit to the same constant (the model then learns nothing).
+    """
+    opened = model.opened_outputs() if hasattr(model, "opened_outputs") else {}
+    model.load_state_dict({**initial, **opened})
 
 
 def clone_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@ import torch
 
 from ..data.benchmarks import Task
 from ..data.tensors import TensorData
-from .base import Strategy, TrainingData
+from .base import Strategy, TrainingData, restore_initial_state
 from .registry import register
 
 
@@ -47,7 +47,7 @@ class Joint(Strategy):
 
     def before_task(self, model, task) -> None:
         if self.hp["from_scratch"] and task.index > 0:
-            model.load_state_dict(self.initial)
+            restore_initial_state(model, self.initial)
 
     def state_dict(self):
         return {"initial": self.initial}
@@ -73,7 +73,7 @@ class Separate(Strategy):
         self.per_task: dict[int, dict[str, torch.Tensor]] = {}
 
     def before_task(self, model, task) -> None:
-        model.load_state_dict(self.initial)
+        restore_initial_state(model, self.initial)
 
     def after_task(self, model, task, data) -> None:
         self.per_task[task.index] = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -183,6 +183,7 @@ class CWR(Strategy):
     """
 
     name = "cwr"
+    scenarios = ("class",)
     defaults = {"w_first": 1.0, "w_rest": 1.0, "init_std": None, "zero_init": False, "mean_shift": False,
                 "freeze_shared": True, "mask_unseen": True}
 
