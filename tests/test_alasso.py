@@ -394,3 +394,13 @@ def test_probe_leaves_out_parameters_whose_loss_change_is_float_noise():
     assert summary["valleys"] == 1.0 and list(report.valleys["name"]) == ["p"]
     # with no floor, q's noise counts as a valley and pulls the median up
     assert asymmetry.summarise(report.table, floor=0.0)["median_asymmetry"] > 2 * p_asymmetry
+
+
+def test_si_omega_ablation_applies_the_relu_to_the_running_sum():
+    # The SI code's relu(Omega + new): a negative contribution lowers the old importance.
+    s = make("alasso", omega="si", xi=1.0)
+    s.omega = {"t": torch.tensor([1.0])}
+    out = s.new_omega({"t": torch.tensor([1.0])}, {"t": torch.tensor([0.0])}, {"t": torch.tensor([-1.0])})
+    assert out["t"].item() == pytest.approx(0.5)  # relu(1 + (-1) / (1 + 1)), not 1 + relu(-0.5)
+    out = s.new_omega({"t": torch.tensor([1.0])}, {"t": torch.tensor([0.0])}, {"t": torch.tensor([-4.0])})
+    assert out["t"].item() == 0.0

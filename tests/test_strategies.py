@@ -229,8 +229,36 @@ def test_si_importance_is_relu_of_w_over_delta_squared_plus_xi():
     # w1 = -(2 * -1 + 1 * -0.5) = 2.5; w2 = -(1 * 1 + 3 * 1) = -4; Delta = (-1.5, 2)
     w = si.path.contribution()["theta"]
     assert torch.allclose(w, torch.tensor([2.5, -4.0], dtype=torch.float64))
-    omega = si.task_importance()["theta"]
-    assert torch.allclose(omega, torch.tensor([2.5 / (1.5 ** 2 + 0.5), 0.0], dtype=torch.float64))
+    assert torch.allclose(si.task_importance()["theta"],
+                          torch.tensor([2.5 / (1.5 ** 2 + 0.5), -4.0 / (2 ** 2 + 0.5)], dtype=torch.float64))
+    si.after_task(model, None, None)
+    assert torch.allclose(si.importance["theta"], torch.tensor([2.5 / (1.5 ** 2 + 0.5), 0.0], dtype=torch.float64))
+
+
+def _si_two_tasks(relu: str) -> torch.Tensor:
+    """SI's Omega after two hand-made tasks: the second moves the weight uphill (w < 0)."""
+    model = Vector([0.0])
+    si = SI(c=1.0, xi=1.0, omega_relu=relu)
+    si.setup(model, None)
+    for g, theta in [(-2.0, 1.0), (1.0, 2.0)]:  # task 1: w = 2, Delta = 1; task 2: w = -1, Delta = 1
+        si.before_task(model, None)
+        model.theta.grad = torch.tensor([g], dtype=torch.float64)
+        si.after_task_backward(model)
+        with torch.no_grad():
+            model.theta.fill_(theta)
+        si.after_step(model)
+        si.after_task(model, None, None)
+    return si.importance["theta"]
+
+
+def test_si_relu_is_applied_to_the_running_sum_as_in_the_authors_code():
+    # task 1 adds 2 / (1 + 1) = 1, task 2 adds -1 / (1 + 1) = -0.5
+    assert _si_two_tasks("sum").item() == pytest.approx(0.5)  # pathint: relu(1 - 0.5)
+    assert SI().hp["omega_relu"] == "sum"
+    assert _si_two_tasks("task").item() == pytest.approx(1.0)  # 1 + relu(-0.5)
+    assert _si_two_tasks("none").item() == pytest.approx(0.5)  # Eq. 5, no relu
+    with pytest.raises(ValueError):
+        SI(omega_relu="both")
 
 
 # ------------------------------------------------------------------------- Fisher and MAS

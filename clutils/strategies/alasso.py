@@ -41,7 +41,8 @@ for the list of differences:
   Omega); a parameter that did not move has both sides unobserved, as Eq. 5
   says for ``alpha = 0`` (the code treats one side as observed there).
 
-Hyperparameters ``omega="si"`` (SI's cumulative Omega, Eq. 3) and
+Hyperparameters ``omega="si"`` (SI's cumulative Omega, Eq. 3, accumulated as
+the SI code does, ``relu(Omega + new)``: see :mod:`clutils.strategies.si`) and
 ``a=1, epsilon=0`` (a symmetric surrogate) give the paper's two ablations.
 
 The training step writes the penalty as ``mid * d^2 + half * d |d|`` with
@@ -57,7 +58,7 @@ import torch
 
 from .base import Strategy, clone_parameters, parameters_of
 from .registry import register
-from .si import PathIntegral
+from .si import PathIntegral, accumulate_importance
 
 OMEGA_RULES = ("exact", "si")
 
@@ -213,9 +214,8 @@ class ALASSO(Strategy):
         for n, theta_n in theta.items():
             denominator = (theta_n - start[n]).pow(2) + hp["xi"]  # (theta^n - theta^{n-1})^2 + xi
             old = self.omega.get(n)  # Omega^{n-1}; None after the first task
-            if hp["omega"] == "si":  # ablation: SI's Eq. 3, the old Omega plus the new task's
-                new = torch.relu(w[n] / denominator)
-                out[n] = new if old is None else old + new
+            if hp["omega"] == "si":  # ablation: SI's Eq. 3 with the relu on the running sum (pathint)
+                out[n] = accumulate_importance(old, w[n] / denominator, "sum")
                 continue
             if old is None:  # no surrogate yet: omega^{1:0} = 0
                 estimate = w[n] / denominator

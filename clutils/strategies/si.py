@@ -8,10 +8,18 @@ the task loss along the optimisation path,
 with ``g`` the gradient of the *unregularised* task loss and ``delta`` the
 step the optimiser really took. At the end of the task
 
-    Omega_k <- Omega_k + relu( w_k / ((theta_k(end) - theta_k(start))^2 + xi) )
+    Omega_k <- relu( Omega_k + w_k / ((theta_k(end) - theta_k(start))^2 + xi) )
 
 and the next tasks minimise ``L + c * sum_k Omega_k (theta_k - theta*_k)^2``.
 ``xi = 0.1`` and ``c = 0.1`` are the authors' settings for permuted MNIST.
+
+Where the relu goes (``omega_relu``): the paper's Eq. 5 has none (a weight that
+moved uphill gets a negative importance); the authors' code (``pathint``)
+applies it to the running sum, so a task's negative contribution lowers the
+importance the earlier tasks gave a weight, down to zero. That is the default,
+``omega_relu="sum"``. ``"task"`` clips each task's contribution before adding it
+(what this module did before, never lowering an importance), ``"none"`` is
+Eq. 5 to the letter.
 """
 from __future__ import annotations
 
@@ -20,6 +28,19 @@ import torch
 from .base import parameters_of
 from .quadratic import QuadraticPenalty
 from .registry import register
+
+
+OMEGA_RELU = ("sum", "task", "none")
+
+
+def accumulate_importance(old: torch.Tensor | None, new: torch.Tensor, relu: str = "sum") -> torch.Tensor:
+    """SI's ``Omega + new`` with the relu where ``relu`` says (see the module docstring)."""
+    if relu not in OMEGA_RELU:
+        raise ValueError(f"omega_relu must be one of {OMEGA_RELU}, got {relu!r}")
+    if relu == "task":
+        new = torch.relu(new)
+    total = new if old is None else old + new
+    return torch.relu(total) if relu == "sum" else total
 
 
 class PathIntegral:
@@ -66,9 +87,14 @@ class SI(QuadraticPenalty):
     """Synaptic Intelligence: path-integral importance, quadratic penalty (see module docstring)."""
 
     name = "si"
-    defaults = {"c": 0.1, "xi": 0.1}
+    defaults = {"c": 0.1, "xi": 0.1, "omega_relu": "sum"}
     positive = frozenset({"xi"})  # divides: w / (Delta^2 + xi)
     needs_task_gradient = True
+
+    def __init__(self, **hyperparameters):
+        super().__init__(**hyperparameters)
+        if self.hp["omega_relu"] not in OMEGA_RELU:
+            raise ValueError(f"omega_relu must be one of {OMEGA_RELU}, got {self.hp['omega_relu']!r}")
 
     def before_task(self, model, task) -> None:
         self.path = PathIntegral(model)
@@ -80,12 +106,12 @@ class SI(QuadraticPenalty):
         self.path.record_step()
 
     def task_importance(self) -> dict[str, torch.Tensor]:
-        """relu(w / (Delta^2 + xi)) of the task just finished."""
+        """``w / (Delta^2 + xi)`` of the task just finished (signed: the relu comes with the sum)."""
         w = self.path.contribution()
         delta = self.path.displacement()
-        return {n: torch.relu(w[n] / (delta[n].pow(2) + self.hp["xi"])) for n in w}
+        return {n: w[n] / (delta[n].pow(2) + self.hp["xi"]) for n in w}
 
     def after_task(self, model, task, data) -> None:
-        new = self.task_importance()
-        total = {n: self.importance.get(n, 0) + v for n, v in new.items()}
+        relu = self.hp["omega_relu"]
+        total = {n: accumulate_importance(self.importance.get(n), v, relu) for n, v in self.task_importance().items()}
         self.consolidate(model, total)
