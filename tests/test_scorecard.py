@@ -1,7 +1,9 @@
 """The reproduction scorecard API (clutils.scorecard)."""
 from __future__ import annotations
 
+import ast
 import json
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +170,34 @@ def test_core_claims_run_at_least_three_seeds_outside_smoke():
     assert len(scorecard.core_seeds("paper")) >= 3 and len(scorecard.core_seeds("smoke")) == 2
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
         scorecard.core_seeds("fast")
+
+
+def _notebook_checks():
+    """Every ``card.check(...)`` call in the notebooks' code cells, as (notebook, keywords)."""
+    calls = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            source = "".join(cell["source"])
+            for node in ast.walk(ast.parse(source)):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr == "check" and getattr(node.func.value, "id", "") == "card"):
+                    calls.append((path.stem, {k.arg: k.value for k in node.keywords}))
+    return calls
+
+
+def test_every_notebook_claim_names_its_kind():
+    calls = _notebook_checks()
+    assert len(calls) > 40  # every chapter's claims were found
+    for notebook, keywords in calls:
+        assert "kind" in keywords, f"a claim of {notebook} does not say its kind"
+        kind = keywords["kind"]
+        assert isinstance(kind, ast.Constant) and kind.value in scorecard.KINDS, notebook
+    kinds = {keywords["kind"].value for _, keywords in calls}
+    assert kinds == set(scorecard.KINDS)  # analytic and arithmetic checks exist and are labelled
+    # a core claim is a measurement, decided on several seeds
+    for notebook, keywords in calls:
+        core = keywords.get("core")
+        if core is not None and getattr(core, "value", False) is True:
+            assert keywords["kind"].value == "empirical" and "seeds" in keywords, notebook
