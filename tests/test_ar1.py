@@ -621,3 +621,50 @@ def test_the_decay_added_to_the_gradients_is_the_gradient_of_the_reported_penalt
     for n, g in autograd.items():
         assert torch.allclose(dict(model.named_parameters())[n].grad, g, atol=1e-6), n
     assert s.applies_penalty_gradient
+
+
+# ----------------------------------------------------------------- issue 9: the authors' code as default
+
+
+class _Vector(torch.nn.Module):
+    def __init__(self, values):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.tensor(values, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("path_gradient, expected", [(None, [2.0, -3.0]), ("total", [2.0, -3.0]),
+                                                     ("task", [1.0, -1.0])])
+def test_si_sit_path_integral_reads_the_gradient_with_the_decay_by_default(path_gradient, expected):
+    # task loss 1/2 |theta|^2 (gradient theta = (1, -1)); decay lam * F * (theta - anchor) with
+    # lam = 2, F = (0.5, 1), anchor 0: (1, -2). ar1-pytorch's path integral reads their sum.
+    model = _Vector([1.0, -1.0])
+    s = make("si-sit", lam=2.0, max_f=10.0, **({} if path_gradient is None else {"path_gradient": path_gradient}))
+    s.setup(model, None)
+    s.raw, s.batches = {"theta": torch.tensor([0.5, 1.0], dtype=torch.float64)}, 1
+    s.importance = s.normalise()
+    s.anchor = {"theta": torch.zeros(2, dtype=torch.float64)}
+    s.before_task(model, None)
+    loss = 0.5 * model.theta.pow(2).sum()
+    loss.backward()  # the loop's order: task gradient, (task hook), the strategy's decay, (total hook)
+    if s.needs_task_gradient:
+        s.after_task_backward(model)
+    s.after_backward(model)
+    assert s.path.grad[0].tolist() == pytest.approx(expected)
+    assert model.theta.grad.tolist() == pytest.approx([2.0, -3.0])  # the step uses the decay either way
+
+
+def test_ar1_follows_the_authors_code_by_default():
+    assert make("ar1").hp["path_gradient"] == "total"
+    assert make("si-sit").hp["path_gradient"] == "total"
+    with pytest.raises(ValueError):
+        make("si-sit", path_gradient="penalty")
+
+
+def test_ar1_leaves_batch_norm_gamma_and_beta_unprotected_unless_asked():
+    from clutils.models import ContinualModel, SingleHead
+
+    body = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.ReLU())
+    model = ContinualModel(body, SingleHead(3, 4))
+    assert set(make("ar1").protected(model)) == {"body.0.weight", "body.0.bias"}
+    assert set(make("ar1", protect_norm=True).protected(model)) == {
+        "body.0.weight", "body.0.bias", "body.1.weight", "body.1.bias"}

@@ -26,7 +26,7 @@ importance ``F^i = sum(-g * delta) / (T^2 + xi)`` is accumulated as
 """
 from __future__ import annotations
 
-from .cwr import attach_consolidated_head, shared_parameters
+from .cwr import attach_consolidated_head, normalisation_parameters, shared_parameters
 from .registry import register
 from .sit import SISIT
 
@@ -37,21 +37,32 @@ class AR1(SISIT):
 
     ``zero_init`` / ``mean_shift`` (both on in AR1), ``init_std`` and ``mask_unseen`` act on the head
     as in :class:`~clutils.strategies.cwr.CWR`; ``lam``, ``max_f``, ``xi``, ``w_first``
-    and ``w_rest`` are the SI settings of Eq. 10-11 for the shared weights.
+    and ``w_rest`` are the SI settings of Eq. 10-11 for the shared weights, ``path_gradient``
+    the gradient the path integral reads (see :class:`~clutils.strategies.sit.SISIT`).
+
+    ``protect_norm``: the paper protects "the shared weights" without singling out batch
+    normalisation; the authors' ar1-pytorch code leaves its gamma and beta out of ``F`` and
+    ``Theta``, and so does the default (False): they keep training at the shared layers'
+    rate, unregularised. The running statistics of batch normalisation are not weights and
+    follow every batch in both (a drift no penalty holds back; the GoogLeNet of the paper
+    profile has them, the MLP of the quick profile has none).
     """
 
     name = "ar1"
     scenarios = ("class",)
     protects_head = False  # F and Theta cover the shared weights only
     defaults = {"lam": 8e5, "max_f": 1e-3, "xi": 1e-7, "w_first": 0.0015, "w_rest": 0.0015,
-                "zero_init": True, "mean_shift": True, "init_std": None, "mask_unseen": True}
+                "zero_init": True, "mean_shift": True, "init_std": None, "mask_unseen": True,
+                "path_gradient": "total", "protect_norm": False}
 
     def setup(self, model, benchmark) -> None:
         super().setup(model, benchmark)
         attach_consolidated_head(self, model, benchmark)
 
     def protected(self, model):
-        return {n: p for n, p in shared_parameters(model).items() if p.requires_grad}
+        """The shared weights, without the normalisation layers' gamma and beta unless ``protect_norm``."""
+        norm = set() if self.hp["protect_norm"] else normalisation_parameters(model)
+        return {n: p for n, p in shared_parameters(model).items() if p.requires_grad and n not in norm}
 
     def before_task(self, model, task) -> None:
         super().before_task(model, task)

@@ -56,6 +56,12 @@ def shared_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if id(p) not in head}
 
 
+def normalisation_parameters(model: nn.Module) -> set[str]:
+    """Names of the parameters (gamma, beta) of the model's batch-norm layers."""
+    return {f"{name}.{p}" if name else p for name, module in model.named_modules()
+            if isinstance(module, _NORMS) for p, _ in module.named_parameters(recurse=False)}
+
+
 def _keep_in_eval(module: nn.Module, inputs) -> None:
     if module.training:
         module.train(False)

@@ -174,6 +174,9 @@ class ClippedImportance(QuadraticPenalty):
         self.invalidate_gradient_cache()
 
 
+PATH_GRADIENTS = ("total", "task")
+
+
 @register
 class SISIT(ClippedImportance):
     """SI for class-incremental learning (Maltoni & Lomonaco, Eq. 9-11).
@@ -181,12 +184,17 @@ class SISIT(ClippedImportance):
     Algorithm, for each batch ``B_i``:
 
     1. train with the task loss; every SGD step adds ``lambda * F_hat * (theta - theta*)``
-       to the gradient (Eq. 7) and accumulates ``-g_k * delta_theta_k`` (Eq. 9, ``g`` the
-       task-loss gradient, ``delta_theta`` the step taken);
+       to the gradient (Eq. 7) and accumulates ``-g_k * delta_theta_k`` (Eq. 9, ``delta_theta``
+       the step taken);
     2. ``F^i_k = sum(-g_k * delta_theta_k) / (T_k^2 + xi)``, ``T_k`` the weight's total
        movement over the batch (Eq. 10);
     3. ``F = F + w_i * F^i`` with ``w_1 = w_first``, ``w_i = w_rest`` for ``i > 1``;
        ``F_hat = clip(F, 0, max_F)`` (Eq. 11); ``theta* = theta``.
+
+    ``g`` in step 1 (``path_gradient``): ``"total"`` (the default) is the gradient the
+    optimiser steps with, the decay of Eq. 7 included, as the authors' ar1-pytorch code
+    reads it after back-propagating the regularised loss; ``"task"`` is the gradient of
+    the task loss alone, SI's own definition (Zenke et al.) and what Eq. 9 writes.
 
     The lower clip at 0 is ours: the paper (and its code) clip from above only,
     but a negative importance would make the decay push a weight *away* from
@@ -194,16 +202,30 @@ class SISIT(ClippedImportance):
     """
 
     name = "si-sit"
-    defaults = {"lam": 5e7, "max_f": 1e-3, "xi": 1e-7, "w_first": 1e-5, "w_rest": 5e-3}
+    defaults = {"lam": 5e7, "max_f": 1e-3, "xi": 1e-7, "w_first": 1e-5, "w_rest": 5e-3, "path_gradient": "total"}
     positive = frozenset({"xi"})  # divides: Eq. 10
-    needs_task_gradient = True  # the path integral uses the task-loss gradient alone
+
+    def __init__(self, **hyperparameters):
+        super().__init__(**hyperparameters)
+        if self.hp["path_gradient"] not in PATH_GRADIENTS:
+            raise ValueError(f"path_gradient must be one of {PATH_GRADIENTS}, got {self.hp['path_gradient']!r}")
+
+    @property
+    def needs_task_gradient(self) -> bool:
+        """The loop separates the task loss's gradient only when the path integral reads it alone."""
+        return self.hp["path_gradient"] == "task"
 
     def before_task(self, model, task) -> None:
         super().before_task(model, task)
         self.path = PathIntegral(self.protected(model))
 
     def after_task_backward(self, model) -> None:
-        self.path.record_gradient()
+        self.path.record_gradient()  # path_gradient="task": the task loss's gradient alone
+
+    def after_backward(self, model) -> None:
+        super().after_backward(model)  # the decay of Eq. 7
+        if self.hp["path_gradient"] == "total":
+            self.path.record_gradient()
 
     def after_step(self, model) -> None:
         self.path.record_step()
