@@ -7,7 +7,10 @@ with the accuracy matrix and the metrics; ``--json`` saves the whole
 strategy (with its hyperparameters) and profile.
 
 Every bad argument ends in a usage message that names the valid values and
-exit status 2, before any data is loaded or any step is trained.
+exit status 2, before any data is loaded or any step is trained; every fault
+found later (a damaged data file or checkpoint, a diverged run, a run
+directory in use) in a one-paragraph message and exit status 1. No input
+ends in a Python traceback.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import sys
 from typing import Any, Sequence
 
 EXIT_OK = 0
-EXIT_FAILED = 1  # data unavailable, training diverged
+EXIT_FAILED = 1  # data unavailable or damaged, training diverged, checkpoint unusable, run dir in use
 EXIT_USAGE = 2  # bad arguments (argparse's own status)
 EXIT_INTERRUPTED = 130
 
@@ -46,9 +49,11 @@ GENERIC_PRESET = {
 
 EPILOG = """\
 exit status: 0 done; 1 the run failed (a dataset is not on this machine and cannot be
-downloaded, or training diverged); 2 bad arguments (the message names the valid values);
+downloaded, a data file or checkpoint is damaged, the --run-dir is in use by another run,
+or training diverged); 2 bad arguments (the message names the valid values);
 130 interrupted (rerun with the same --run-dir to resume).
 """
+MAX_SEED = 2 ** 32 - 1  # numpy's and every generator's common range
 
 
 # ------------------------------------------------------------------ argument types
@@ -71,6 +76,26 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def learning_rate(text: str) -> float:
+    from .train import MAX_LR
+
+    value = positive_float(text)
+    if value > MAX_LR:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_LR:g} (larger values overflow the optimiser's "
+                                         f"float32 steps), got {text}")
+    return value
+
+
+def seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_SEED}, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must lie in 0..{MAX_SEED} (the generators' range), got {value}")
     return value
 
 
@@ -147,14 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tasks", type=positive_int, metavar="N", help="number of tasks (default: the profile's)")
     run.add_argument("--epochs", type=positive_int, metavar="N", help="epochs per task")
     run.add_argument("--batch-size", type=positive_int, metavar="N", help="training batch size")
-    run.add_argument("--lr", type=positive_float, metavar="X", help="learning rate")
+    run.add_argument("--lr", type=learning_rate, metavar="X", help="learning rate")
     run.add_argument("--optimizer", metavar="NAME", help="adam or sgd")
     run.add_argument("--arch", metavar="NAME", help="mlp or cifarnet")
     run.add_argument("--hidden", type=layer_sizes, metavar="W,W", help="MLP hidden widths, e.g. 256,256")
     run.add_argument("--train-per-class", type=positive_int, metavar="N", help="training samples per class")
     run.add_argument("--test-per-class", type=positive_int, metavar="N", help="test samples per class")
     run.add_argument("--all-samples", action="store_true", help="use every sample (ignore the profile's subsets)")
-    run.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the data order, subsets and weights (default: 0)")
+    run.add_argument("--seed", type=seed, default=0, metavar="N",
+                     help=f"seed of the data order, subsets and weights, 0..{MAX_SEED} (default: 0)")
     run.add_argument("--device", default="auto", metavar="NAME", help="auto (default), cpu, cuda or cuda:N")
     run.add_argument("--set", dest="assignments", action="append", default=[], metavar="NAME=VALUE",
                      help="a strategy hyperparameter, e.g. --set c=0.1 (repeatable)")
@@ -318,13 +344,17 @@ def _settings(args, parser) -> dict[str, Any]:
 
     try:
         device = resolve_device(args.device)
-    except (RuntimeError, ValueError):
+    except (RuntimeError, ValueError) as error:
         import torch
 
         valid = "auto, cpu" + (", cuda, cuda:N" if torch.cuda.is_available() else "")
-        reason = ("PyTorch sees no CUDA GPU on this machine" if "cuda" in str(args.device)
-                  else "not a device PyTorch knows")
+        if "cuda" in str(args.device):
+            reason = (f"PyTorch sees {torch.cuda.device_count()} GPU(s)" if torch.cuda.is_available()
+                      else "PyTorch sees no CUDA GPU on this machine")
+        else:
+            reason = "not supported" if "not supported" in str(error) else "not a device PyTorch knows"
         parser.error(f"--device {args.device}: {reason}; choose one of: {valid}")
+    _check_paths(args, parser)
 
     preset = _preset(args.benchmark, args.profile)
     settings = {
@@ -346,6 +376,23 @@ def _settings(args, parser) -> dict[str, Any]:
     _check_tasks(parser, args.benchmark, args.dataset, settings["tasks"], DATASET_CLASSES.get(dataset))
     return {**settings, "strategy": strategy, "hyperparameters": hyperparameters, "device": device,
             "dataset_name": dataset}
+
+
+def _check_paths(args, parser) -> None:
+    """The data root is a folder; the outputs can be written (found now, not after training)."""
+    from .data.root import DataRootError, data_root
+    from .files import OutputPathError, check_output_dir, check_output_file
+
+    try:
+        data_root(args.root)
+        if args.json:
+            check_output_file(args.json, "--json")
+        if args.run_dir:
+            check_output_dir(args.run_dir, "--run-dir")
+    except DataRootError as error:
+        parser.error(f"--root: {error}")
+    except OutputPathError as error:
+        parser.error(str(error))
 
 
 def _format_report(result, title: str) -> str:
@@ -399,6 +446,8 @@ def _preflight(parser, strategy, model, benchmark, config) -> None:
 def run(args, parser) -> int:
     settings = _settings(args, parser)
 
+    from .checkpoint import CheckpointError, RunDirInUseError
+    from .data.errors import DataFileError
     from .data.named import make_benchmark
     from .models import build_model
     from .train import CheckpointMismatchError, TrainConfig, TrainingDivergedError, fit
@@ -421,6 +470,9 @@ def run(args, parser) -> int:
     except DataError as error:
         print(f"error: {error}\nFrom the command line: run it once online without --offline, point --root "
               "(or $CLUTILS_DATA) at a folder that holds the data, or add --dataset digits.", file=sys.stderr)
+        return EXIT_FAILED
+    except DataFileError as error:  # a ValueError, but the file is at fault, not the arguments
+        print(f"error: bad data file: {error}", file=sys.stderr)
         return EXIT_FAILED
     except ValueError as error:  # impossible task counts or sizes for a dataset not in DATASET_CLASSES
         parser.error(str(error))
@@ -450,7 +502,7 @@ def run(args, parser) -> int:
                      run_dir=args.run_dir, meta=meta)
     except CheckpointMismatchError as error:
         parser.error(f"--run-dir {args.run_dir}: {error}")
-    except TrainingDivergedError as error:
+    except (TrainingDivergedError, CheckpointError, RunDirInUseError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
@@ -467,7 +519,11 @@ def run(args, parser) -> int:
              f"device {settings['device']}")
     print(_format_report(result, title))
     if args.json:
-        path = result.save(args.json)
+        try:
+            path = result.save(args.json)
+        except OSError as error:  # checked before training, but the disk may fill up or vanish since
+            print(f"error: could not save the result to {args.json}: {error}", file=sys.stderr)
+            return EXIT_FAILED
         print(f"\nresult saved to {path}")
     return EXIT_OK
 

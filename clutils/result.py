@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics
+from .files import atomic_write
 
 
 @dataclass
@@ -69,12 +70,8 @@ class Result:
         return cls(**fields)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
-        return path
+        """Write the result as JSON, atomically (a unique temporary file renamed over ``path``)."""
+        return atomic_write(path, json.dumps(self.to_dict(), indent=1).encode())
 
     @classmethod
     def load(cls, path: str | Path) -> "Result":

@@ -4,7 +4,9 @@ For each task: the strategy's hooks around training; every step minimises
 ``task loss + strategy.penalty``; after the task, every task's test set is
 evaluated (tasks not trained yet too, for forward transfer). Data stays on the
 device and batches are taken by index. With ``run_dir`` the state is
-checkpointed after each task and an interrupted run resumes where it stopped.
+checkpointed after each task (:mod:`clutils.checkpoint`) and an interrupted run
+resumes where it stopped. The loss is read every ``DIVERGENCE_CHECK_EVERY``
+steps (one device sync) and a NaN, infinite or exploding loss stops the run.
 """
 from __future__ import annotations
 
@@ -20,16 +22,25 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .checkpoint import CheckpointError, differences, locked, read_checkpoint, write_checkpoint
 from .data.benchmarks import Benchmark, Task
 from .result import Result
 from .strategies.base import Batch, Strategy, TrainingData
 
 OPTIMIZERS = ("adam", "sgd")
+DEVICE_TYPES = ("cpu", "cuda")
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_KEYS = ("fingerprint", "settings", "model", "optimizer", "strategy", "result", "rng")
+DIVERGENCE_CHECK_EVERY = 50  # steps between two reads of the loss (each one device sync)
+# A mean cross-entropy this large means logits wrong by thousands: the weights have blown up
+# (Adam at lr 1e6 reaches 1e7-1e15 at chance accuracy), not a hard task.
+EXPLODING_LOSS = 1e4
+# Adam's first step is lr / (1 - beta1) = 10 lr; far below float32's 3.4e38 so that no step overflows.
+MAX_LR = 1e30
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite, or exploded past ``EXPLODING_LOSS``."""
 
 
 class CheckpointMismatchError(ValueError):
@@ -68,8 +79,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
         for name in ("lr", "first_task_lr"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+            if value is not None and not 0 < value <= MAX_LR:
+                raise ValueError(f"{name} must be positive and at most {MAX_LR:g}, got {value}")
         if not self.shared_lr_scale >= 0:
             raise ValueError(f"shared_lr_scale must be zero or positive, got {self.shared_lr_scale}")
         if self.optimizer not in OPTIMIZERS:
@@ -83,12 +94,20 @@ class TrainConfig:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` is CUDA when available, else the CPU; asking for CUDA without one is an error."""
+    """``auto`` is CUDA when available, else the CPU; only ``cpu`` and ``cuda[:N]`` are supported.
+
+    A device PyTorch knows but the loop does not support (``mps``, ``meta``, ...) is a
+    ``ValueError``; CUDA without a GPU, or a GPU index past the last, a ``RuntimeError``.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
+    if device.type not in DEVICE_TYPES:
+        raise ValueError(f"device {str(device)!r} is not supported; use cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise RuntimeError(f"device {str(device)!r} was requested but PyTorch sees {torch.cuda.device_count()} GPU(s)")
     return device
 
 
@@ -155,12 +174,35 @@ def _shuffle_seed(seed: int, task: int, epoch: int) -> int:
     return (seed * 1_000_003 + task * 1_009 + epoch) % (2 ** 63)
 
 
+def _check_loss(task_loss: float, mean_loss: float, strategy: Strategy, config: TrainConfig, task: Task,
+                epoch: int, step: int, steps: int) -> None:
+    """Raise :class:`TrainingDivergedError` if a loss is NaN or infinite, or the task loss exploded.
+
+    ``task_loss``: the mean cross-entropy since the last check; ``mean_loss``: the epoch's mean
+    loss so far, penalty included.
+    """
+    finite = math.isfinite(task_loss) and math.isfinite(mean_loss)
+    if finite and task_loss <= EXPLODING_LOSS:
+        return
+    what = (f"exploded to {task_loss:.3g} (a mean cross-entropy above {EXPLODING_LOSS:g})" if finite
+            else f"became {task_loss if not math.isfinite(task_loss) else mean_loss}")
+    raise TrainingDivergedError(
+        f"the loss {what} in task {task.index + 1}, epoch {epoch + 1}, step {step} of {steps} "
+        f"({strategy!r}, {config.optimizer} lr={config.lr_of(task.index)}). The likely cause is a learning rate "
+        "too large or, for a regularising strategy, a strength too large for the learning rate "
+        "(the penalty's step lr * strength * importance overshoots; Maltoni and Lomonaco warn of "
+        "this for EWC): lower the strength or the learning rate."
+    )
+
+
 def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: TrainingData,
                strategy: Strategy, optimizer: torch.optim.Optimizer, config: TrainConfig) -> list[float]:
     """Train ``task`` for ``config.epochs_of(task.index)`` epochs; returns the mean loss of each epoch."""
     x, y, ids = data.data.x, data.data.y, data.task_ids
     fixed_task = _task_argument(benchmark, task)
     n = len(y)
+    if n == 0:
+        raise ValueError(f"task {task.index + 1} has no training samples")
     steps = math.ceil(n / config.batch_size)
     losses = []
     model.train()
@@ -171,8 +213,9 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
         generator = torch.Generator().manual_seed(_shuffle_seed(config.seed, task.index, epoch))
         order = torch.randperm(n, generator=generator).to(y.device)
         loss_sum = torch.zeros((), device=y.device)
+        window = torch.zeros((), device=y.device)  # task loss summed since the last check
         correct = torch.zeros((), device=y.device, dtype=torch.int64)
-        for start in range(0, n, config.batch_size):
+        for step, start in enumerate(range(0, n, config.batch_size), 1):
             index = order[start:start + config.batch_size]
             xb, yb = x[index], y[index]
             tb = ids[index] if ids is not None and fixed_task is not None else fixed_task
@@ -194,18 +237,20 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
             strategy.after_step(model)
             total = loss.detach() if penalty is None else loss.detach() + penalty.detach()
             loss_sum += total * len(yb)
+            window += loss.detach()
             correct += (logits.detach().argmax(1) == yb).sum()
             bar.update(1)
-        mean_loss = (loss_sum / n).item()
-        if not math.isfinite(mean_loss):
-            bar.close()
-            raise TrainingDivergedError(
-                f"the loss became {mean_loss} in task {task.index + 1}, epoch {epoch + 1} "
-                f"({strategy!r}, {config.optimizer} lr={config.lr_of(task.index)}). The likely cause is a learning rate "
-                "too large or, for a regularising strategy, a strength too large for the learning rate "
-                "(the penalty's step lr * strength * importance overshoots; Maltoni and Lomonaco warn of "
-                "this for EWC): lower the strength or the learning rate."
-            )
+            if step % DIVERGENCE_CHECK_EVERY == 0 or step == steps:
+                window_sum, seen_sum = torch.stack([window, loss_sum]).tolist()
+                window_steps = (step - 1) % DIVERGENCE_CHECK_EVERY + 1
+                try:
+                    _check_loss(window_sum / window_steps, seen_sum / min(n, start + len(yb)), strategy, config,
+                                task, epoch, step, steps)
+                except TrainingDivergedError:
+                    bar.close()
+                    raise
+                window.zero_()
+        mean_loss = seen_sum / n
         losses.append(mean_loss)
         bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{mean_loss:.3f}",
                         acc=f"{correct.item() / n:.3f}")
@@ -213,8 +258,13 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
     return losses
 
 
-def _fingerprint(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _plain(value: Any) -> Any:
+    """``value`` as JSON would store it (tuples as lists, other objects as text)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _fingerprint(settings: Any) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def fit(model: torch.nn.Module, benchmark: Benchmark, strategy: Strategy, config: TrainConfig | None = None,
@@ -224,8 +274,17 @@ def fit(model: torch.nn.Module, benchmark: Benchmark, strategy: Strategy, config
 
     Returns a :class:`Result`; with ``run_dir`` the run checkpoints after each
     task and, started again with the same arguments, resumes after the last
-    finished task. ``meta`` (e.g. the model's architecture) is stored in the config.
+    finished task; the directory is locked for the run (:class:`RunDirInUseError`
+    if another process holds it). ``meta`` (e.g. the model's architecture) is stored in the config.
     """
+    if run_dir is None:
+        return _fit(model, benchmark, strategy, config, device, None, meta)
+    with locked(Path(run_dir)):
+        return _fit(model, benchmark, strategy, config, device, Path(run_dir), meta)
+
+
+def _fit(model, benchmark: Benchmark, strategy: Strategy, config: TrainConfig | None, device,
+         run_dir: Path | None, meta: dict[str, Any] | None) -> Result:
     config = config or TrainConfig()
     device = resolve_device(device)
     benchmark = benchmark.to(device)
@@ -238,11 +297,11 @@ def fit(model: torch.nn.Module, benchmark: Benchmark, strategy: Strategy, config
         strategy={"name": strategy.name, "hyperparameters": dict(strategy.hp)},
     )
     optimizer = make_optimizer(model, config)
-    checkpoint = Path(run_dir) / CHECKPOINT if run_dir is not None else None
-    fingerprint = _fingerprint({k: v for k, v in result.config.items() if k != "progress"},
-                               result.benchmark, result.strategy)
+    checkpoint = run_dir / CHECKPOINT if run_dir is not None else None
+    settings = _plain({"config": {k: v for k, v in result.config.items() if k != "progress"},
+                       "benchmark": result.benchmark, "strategy": result.strategy})
     if checkpoint is not None and checkpoint.exists():
-        result = _resume(checkpoint, fingerprint, model, optimizer, strategy, device)
+        result = _resume(checkpoint, settings, model, optimizer, strategy, device)
     else:
         result.initial_accuracy, _ = evaluate(model, benchmark, strategy, config.eval_batch_size)
 
@@ -269,36 +328,38 @@ def fit(model: torch.nn.Module, benchmark: Benchmark, strategy: Strategy, config
         result.timings["eval_seconds"].append(time.perf_counter() - trained)
         tasks.set_postfix(acc=f"{sum(row[: task.index + 1]) / (task.index + 1):.3f}")
         if checkpoint is not None:
-            _save(checkpoint, fingerprint, model, optimizer, strategy, result)
+            _save(checkpoint, settings, model, optimizer, strategy, result)
     tasks.close()
     return result
 
 
-def _save(path: Path, fingerprint: str, model, optimizer, strategy: Strategy, result: Result) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _save(path: Path, settings: dict[str, Any], model, optimizer, strategy: Strategy, result: Result) -> None:
     state = {
-        "fingerprint": fingerprint,
+        "fingerprint": _fingerprint(settings),
+        "settings": settings,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "strategy": strategy.state_dict(),
         "result": result.to_dict(),
         "rng": torch.get_rng_state(),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    write_checkpoint(path, state)
     result.save(path.parent / "result.json")
 
 
-def _resume(path: Path, fingerprint: str, model, optimizer, strategy: Strategy, device) -> Result:
-    state = torch.load(path, map_location=device, weights_only=True)
-    if state["fingerprint"] != fingerprint:
+def _resume(path: Path, settings: dict[str, Any], model, optimizer, strategy: Strategy, device) -> Result:
+    state = read_checkpoint(path, device, CHECKPOINT_KEYS)
+    if state["fingerprint"] != _fingerprint(settings):
+        changed = differences(state["settings"], settings) or ["(settings stored in another form)"]
         raise CheckpointMismatchError(
-            f"{path} belongs to a run with other settings (benchmark, strategy or training "
-            "config differ); use another run directory or delete it to start afresh"
+            f"{path} belongs to a run with other settings: {'; '.join(changed)}. Use another run directory, "
+            "or delete it to start afresh"
         )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    strategy.load_state_dict(state["strategy"])
-    torch.set_rng_state(state["rng"].cpu())
-    return Result.from_dict(state["result"])
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        strategy.load_state_dict(state["strategy"])
+        torch.set_rng_state(state["rng"].cpu())
+        return Result.from_dict(state["result"])
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(path, f"does not fit this run ({type(error).__name__}: {error})") from None

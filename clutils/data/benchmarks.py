@@ -86,6 +86,29 @@ class Benchmark:
         }
 
 
+def available_memory() -> int | None:
+    """Bytes of memory the system can still hand out (Linux's ``MemAvailable``); None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_permuted_fits(dataset: Dataset, n_tasks: int) -> None:
+    """Refuse ``n_tasks`` permuted copies of ``dataset`` that cannot fit in the memory available now."""
+    per_task = sum(split.x.numel() * split.x.element_size() for split in (dataset.train, dataset.test))
+    needed, available = n_tasks * per_task, available_memory()
+    if available is not None and needed > available:
+        raise ValueError(
+            f"{n_tasks} permuted tasks of {dataset.name} need {needed / 2 ** 30:.1f} GiB (one permuted copy of "
+            f"the data per task) but {available / 2 ** 30:.1f} GiB of memory is available; use fewer tasks "
+            f"(at most {max(1, available // max(per_task, 1))}) or fewer samples per class")
+
+
 def pixel_permutations(n_tasks: int, n_pixels: int, seed: int, first_unpermuted: bool) -> list[torch.Tensor]:
     """One fixed random permutation of the pixels per task, from ``seed``."""
     generator = torch.Generator().manual_seed(seed)
@@ -108,6 +131,7 @@ def permuted(dataset: Dataset, n_tasks: int, seed: int = 0, first_unpermuted: bo
     """
     if n_tasks < 1:
         raise ValueError(f"a benchmark needs at least one task, got {n_tasks}")
+    check_permuted_fits(dataset, n_tasks)
     n_pixels = int(torch.tensor(dataset.input_shape).prod())
     perms = pixel_permutations(n_tasks, n_pixels, seed, first_unpermuted)
     classes = tuple(range(dataset.n_classes))
