@@ -449,7 +449,11 @@ def test_lwf_penalty_value_and_single_head_distils_only_the_classes_seen_before(
         target = torch.softmax(teacher(x)[:, seen] / 3.0, -1)
     student = torch.log_softmax(logits[:, seen] / 3.0, -1)
     kl = (target * (target.log() - student)).sum(1).mean()
-    assert value.item() == pytest.approx((0.7 * 9.0 * kl).item(), rel=1e-5)
+    # Li and Hoiem's loss: lambda * distillation, no T^2 factor (t_squared=True adds Hinton's)
+    assert value.item() == pytest.approx((0.7 * kl).item(), rel=1e-5)
+    lwf.hp["t_squared"] = True
+    assert lwf.penalty(model, Batch(x, None, None, logits)).item() == pytest.approx((0.7 * 9.0 * kl).item(), rel=1e-5)
+    lwf.hp["t_squared"] = False
     # outputs of classes not seen before the task do not enter the penalty
     unseen = [c for c in range(bench.n_classes) if c not in seen]
     with torch.no_grad():

@@ -4,7 +4,7 @@ Before each new task the model is snapshotted (``old``); while the task is
 trained, the outputs the old model gave for the *current* inputs are kept as
 soft targets (knowledge distillation, Hinton et al. 2015):
 
-    penalty = w(task) * T^2 * sum_heads KL( softmax(old_logits / T) || softmax(new_logits / T) )
+    penalty = w(task) * sum_heads KL( softmax(old_logits / T) || softmax(new_logits / T) )
 
 (KL averaged over the batch; ``w(task) = lam`` unless :meth:`LwF.distillation_weight`
 is overridden, e.g. with the increasing lambda schedule of Maltoni and Lomonaco,
@@ -18,8 +18,11 @@ Eq. 5). What is distilled:
 Li and Hoiem use ``lambda_o = 1`` and ``T = 2`` (the defaults ``lam`` and
 ``temperature``). Their loss is the cross-entropy with the soft targets, which
 differs from this KL by the targets' entropy, a constant: the gradients agree.
-The ``T^2`` factor (Hinton et al.) keeps the gradient scale independent of T.
-Not reproduced: the paper's warm-up step that first trains the new head alone.
+Their loss has no ``T^2`` factor, and by default neither has this one;
+``t_squared=True`` multiplies the penalty by ``T^2`` (Hinton et al.'s scaling,
+which keeps the gradient's scale independent of T: 4 times Li and Hoiem's
+distillation at T = 2). Not reproduced: the paper's warm-up step that first
+trains the new head alone.
 """
 from __future__ import annotations
 
@@ -53,7 +56,7 @@ class LwF(Strategy):
     """LwF: distil the model snapshotted before the task on the current inputs (see module docstring)."""
 
     name = "lwf"
-    defaults = {"lam": 1.0, "temperature": 2.0}
+    defaults = {"lam": 1.0, "temperature": 2.0, "t_squared": False}
     positive = frozenset({"temperature"})  # divides the logits
 
     def __init__(self, **hyperparameters):
@@ -110,7 +113,8 @@ class LwF(Strategy):
             targets = [old_logits if seen is None else old_logits[:, seen]]
             outputs = [batch.logits if seen is None else batch.logits[:, seen]]
         kl = sum(distillation_kl(o, n, T) for o, n in zip(targets, outputs))
-        return self.distillation_weight(self.current) * T * T * kl
+        scale = T * T if self.hp["t_squared"] else 1.0
+        return self.distillation_weight(self.current) * scale * kl
 
     # -- helpers -----------------------------------------------------------------------------------
     def _seen_index(self, logits: torch.Tensor) -> torch.Tensor | None:
