@@ -70,17 +70,44 @@ def forgetting(R, k: int | None = None) -> float:
     return float(f.mean()) if len(f) else 0.0
 
 
-def intransigence(R, reference) -> float:
-    """I = 1/T sum_k (a*_k - R[k, k]), with a*_k the accuracy on task k of a reference
-    model trained on all data up to task k (Chaudhry et al., 2018; ALASSO Table 2).
-
-    Positive values mean the method learns new tasks worse than joint training.
-    """
-    R = _square(R)
+def _reference(R: np.ndarray, reference) -> np.ndarray:
     ref = np.asarray(reference, dtype=float)
     if len(ref) < len(R):
         raise ValueError(f"need {len(R)} reference accuracies, got {len(ref)}")
+    return ref
+
+
+def intransigence(R, reference, k: int | None = None) -> float:
+    """I_k = a*_k - R[k, k] for the k-th task (Chaudhry et al., 2018, Eq. 5; ALASSO's Table 2 reports I_30).
+
+    ``a*_k`` (``reference[k]``) is the accuracy on task k of a reference model trained on
+    the data of tasks 1..k together; ``k`` defaults to the last task. Positive values mean
+    the method learns task k worse than that reference. :func:`mean_intransigence` averages
+    over the tasks.
+    """
+    R = _square(R)
+    ref = _reference(R, reference)
+    k = len(R) - 1 if k is None else k
+    if not 0 <= k < len(R):
+        raise ValueError(f"task index k={k} outside 0..{len(R) - 1}")
+    return float(ref[k] - R[k, k])
+
+
+def mean_intransigence(R, reference) -> float:
+    """1/T sum_k I_k: :func:`intransigence` averaged over the T tasks (not the paper's quantity)."""
+    R = _square(R)
+    ref = _reference(R, reference)
     return float(np.mean([ref[k] - R[k, k] for k in range(len(R))]))
+
+
+#: Why FWT is not reported for a class-incremental run.
+FWT_NOT_APPLICABLE = ("not applicable to class-incremental learning: a task's classes are never trained before "
+                      "the task, so R[j-1, j] is 0 by construction and FWT only measures the untrained model")
+
+
+def forward_transfer_applies(scenario: str | None) -> bool:
+    """FWT is meaningful unless the scenario is class-incremental (see :data:`FWT_NOT_APPLICABLE`)."""
+    return scenario != "class"
 
 
 def forgetting_ratio(R, joint, random) -> np.ndarray:

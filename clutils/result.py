@@ -22,6 +22,9 @@ class Result:
     (the ``b`` of the forward-transfer metric). ``confusion[i]`` (optional) is
     the confusion matrix over the dataset's classes after task ``i``, all
     tasks' test sets pooled: rows are true classes, columns predictions.
+    ``epoch_losses[i]`` is the mean task loss (cross-entropy) of each epoch of task ``i``,
+    ``epoch_penalties[i]`` the mean penalty the strategy added (0 for none), kept apart
+    for every strategy.
     """
 
     config: dict[str, Any]
@@ -31,6 +34,7 @@ class Result:
     initial_accuracy: list[float] = field(default_factory=list)
     confusion: list[list[list[int]]] = field(default_factory=list)
     epoch_losses: list[list[float]] = field(default_factory=list)
+    epoch_penalties: list[list[float]] = field(default_factory=list)
     timings: dict[str, list[float]] = field(default_factory=lambda: {"train_seconds": [], "eval_seconds": []})
 
     @property
@@ -42,7 +46,10 @@ class Result:
         return len(self.accuracy_matrix)
 
     def metrics(self) -> dict[str, float]:
-        """ACC, BWT, FWT and forgetting of the finished tasks (see :mod:`clutils.metrics`)."""
+        """ACC, BWT, FWT and forgetting of the finished tasks (see :mod:`clutils.metrics`).
+
+        FWT is left out of a class-incremental run (:data:`clutils.metrics.FWT_NOT_APPLICABLE`).
+        """
         R = self.R
         if len(R) == 0:
             return {}
@@ -52,7 +59,7 @@ class Result:
             "bwt": metrics.backward_transfer(square),
             "forgetting": metrics.forgetting(square),
         }
-        if len(R) > 1 and self.initial_accuracy:
+        if len(R) > 1 and self.initial_accuracy and metrics.forward_transfer_applies(self.benchmark.get("scenario")):
             out["fwt"] = metrics.forward_transfer(square, np.asarray(self.initial_accuracy[: len(R)]))
         return out
 

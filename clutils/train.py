@@ -66,7 +66,10 @@ class TrainConfig:
     optimizer: str = "adam"
     momentum: float = 0.0
     weight_decay: float = 0.0
-    reset_optimizer: bool = True  # a fresh optimiser state for every task, as in the SI code
+    # A fresh optimiser state for every task. The SI (pathint) and ALASSO code keep Adam's state
+    # across permuted-MNIST tasks (the ALASSO presets: False); a strategy that restarts the model
+    # (separate, joint from scratch) always gets a fresh one.
+    reset_optimizer: bool = True
     eval_batch_size: int = 2048
     seed: int = 0
     record_confusion: bool = False
@@ -196,15 +199,21 @@ def _check_loss(task_loss: float, mean_loss: float, strategy: Strategy, config: 
 
 
 def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: TrainingData,
-               strategy: Strategy, optimizer: torch.optim.Optimizer, config: TrainConfig) -> list[float]:
-    """Train ``task`` for ``config.epochs_of(task.index)`` epochs; returns the mean loss of each epoch."""
+               strategy: Strategy, optimizer: torch.optim.Optimizer,
+               config: TrainConfig) -> tuple[list[float], list[float]]:
+    """Train ``task`` for ``config.epochs_of(task.index)`` epochs.
+
+    Returns the mean task loss (cross-entropy) of each epoch and, apart, the mean penalty of
+    each epoch, the same for every strategy: a strategy that adds its penalty's gradient
+    itself (``applies_penalty_gradient``) has the penalty's value measured without a graph.
+    """
     x, y, ids = data.data.x, data.data.y, data.task_ids
     fixed_task = _task_argument(benchmark, task)
     n = len(y)
     if n == 0:
         raise ValueError(f"task {task.index + 1} has no training samples")
     steps = math.ceil(n / config.batch_size)
-    losses = []
+    losses, penalties = [], []
     model.train()
     epochs = config.epochs_of(task.index)
     bar = tqdm(total=epochs * steps, disable=not config.progress, leave=False,
@@ -212,7 +221,8 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
     for epoch in range(epochs):
         generator = torch.Generator().manual_seed(_shuffle_seed(config.seed, task.index, epoch))
         order = torch.randperm(n, generator=generator).to(y.device)
-        loss_sum = torch.zeros((), device=y.device)
+        loss_sum = torch.zeros((), device=y.device)  # task loss
+        penalty_sum = torch.zeros((), device=y.device)
         window = torch.zeros((), device=y.device)  # task loss summed since the last check
         correct = torch.zeros((), device=y.device, dtype=torch.int64)
         for step, start in enumerate(range(0, n, config.batch_size), 1):
@@ -222,8 +232,11 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
             logits = model(xb, tb)
             loss = F.cross_entropy(logits, yb)
             penalty = None
-            if not strategy.applies_penalty_gradient:
-                penalty = strategy.penalty(model, Batch(xb, yb, tb, logits))
+            if strategy.applies_penalty_gradient:
+                with torch.no_grad():  # the value only, for the report
+                    reported = strategy.penalty(model, Batch(xb, yb, tb, logits.detach()))
+            else:
+                penalty = reported = strategy.penalty(model, Batch(xb, yb, tb, logits))
             optimizer.zero_grad(set_to_none=True)
             if strategy.needs_task_gradient:
                 loss.backward()
@@ -235,27 +248,29 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
             strategy.after_backward(model)
             optimizer.step()
             strategy.after_step(model)
-            total = loss.detach() if penalty is None else loss.detach() + penalty.detach()
-            loss_sum += total * len(yb)
+            loss_sum += loss.detach() * len(yb)
+            if reported is not None:
+                penalty_sum += reported.detach() * len(yb)
             window += loss.detach()
             correct += (logits.detach().argmax(1) == yb).sum()
             bar.update(1)
             if step % DIVERGENCE_CHECK_EVERY == 0 or step == steps:
-                window_sum, seen_sum = torch.stack([window, loss_sum]).tolist()
+                window_sum, seen_sum, seen_penalty = torch.stack([window, loss_sum, penalty_sum]).tolist()
                 window_steps = (step - 1) % DIVERGENCE_CHECK_EVERY + 1
                 try:
-                    _check_loss(window_sum / window_steps, seen_sum / min(n, start + len(yb)), strategy, config,
-                                task, epoch, step, steps)
+                    _check_loss(window_sum / window_steps, (seen_sum + seen_penalty) / min(n, start + len(yb)),
+                                strategy, config, task, epoch, step, steps)
                 except TrainingDivergedError:
                     bar.close()
                     raise
                 window.zero_()
         mean_loss = seen_sum / n
         losses.append(mean_loss)
-        bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{mean_loss:.3f}",
+        penalties.append(seen_penalty / n)
+        bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{mean_loss:.3f}", penalty=f"{seen_penalty / n:.3g}",
                         acc=f"{correct.item() / n:.3f}")
     bar.close()
-    return losses
+    return losses, penalties
 
 
 def _plain(value: Any) -> Any:
@@ -312,12 +327,14 @@ def _fit(model, benchmark: Benchmark, strategy: Strategy, config: TrainConfig | 
         started = time.perf_counter()
         model.prepare_task(task.classes, benchmark.scenario)
         strategy.before_task(model, task)
-        if config.reset_optimizer and task.index > 0:
+        if (config.reset_optimizer or strategy.restarts_model) and task.index > 0:
             optimizer = make_optimizer(model, config, task.index)
         else:
             set_task_lr(optimizer, config, task.index)
         data = strategy.training_data(task)
-        result.epoch_losses.append(train_task(model, benchmark, task, data, strategy, optimizer, config))
+        losses, penalties = train_task(model, benchmark, task, data, strategy, optimizer, config)
+        result.epoch_losses.append(losses)
+        result.epoch_penalties.append(penalties)
         strategy.after_task(model, task, data)
         trained = time.perf_counter()
         row, matrix = evaluate(model, benchmark, strategy, config.eval_batch_size, config.record_confusion)

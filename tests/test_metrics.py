@@ -50,11 +50,25 @@ def test_forgetting():
     assert metrics.forgetting(R, k=0) == 0.0
 
 
-def test_intransigence():
-    # reference a*_k: ((0.6 - 0.5) + (0.85 - 0.8) + (0.9 - 0.9)) / 3 = 0.15 / 3
-    assert metrics.intransigence(R, [0.6, 0.85, 0.9]) == pytest.approx(0.05)
+def test_intransigence_is_chaudhrys_i_k_and_the_mean_has_its_own_name():
+    reference = [0.6, 0.85, 0.95]
+    # I_k = a*_k - R[k, k]: the last task by default (ALASSO's I_30 after 30 tasks)
+    assert metrics.intransigence(R, reference) == pytest.approx(0.95 - 0.9)
+    assert metrics.intransigence(R, reference, k=0) == pytest.approx(0.6 - 0.5)
+    assert metrics.intransigence(R, reference, k=1) == pytest.approx(0.85 - 0.8)
+    # the mean over tasks: (0.1 + 0.05 + 0.05) / 3
+    assert metrics.mean_intransigence(R, reference) == pytest.approx(0.2 / 3)
     with pytest.raises(ValueError):
         metrics.intransigence(R, [0.6])
+    with pytest.raises(ValueError):
+        metrics.intransigence(R, reference, k=3)
+
+
+def test_fwt_is_not_reported_for_class_incremental_runs():
+    task = Result(config={}, benchmark={"scenario": "task"}, strategy={}, accuracy_matrix=R, initial_accuracy=INITIAL)
+    cls = Result(config={}, benchmark={"scenario": "class"}, strategy={}, accuracy_matrix=R, initial_accuracy=INITIAL)
+    assert "fwt" in task.metrics()
+    assert "fwt" not in cls.metrics() and set(cls.metrics()) == {"acc", "bwt", "forgetting"}
 
 
 def test_forgetting_ratio():

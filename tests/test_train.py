@@ -189,7 +189,7 @@ def test_result_json_round_trip(split_task, tmp_path):
     data = json.loads(path.read_text())
     assert set(data["metrics"]) == {"acc", "bwt", "fwt", "forgetting"}
     assert data["config"]["epochs"] == 1 and data["strategy"]["name"] == "si"
-    assert data["strategy"]["hyperparameters"] == {"c": 0.1, "xi": 0.1}
+    assert data["strategy"]["hyperparameters"] == {"c": 0.1, "xi": 0.1, "omega_relu": "sum"}
     loaded = Result.load(path)
     assert loaded.to_dict() == result.to_dict()
     assert loaded.accuracy_matrix == result.accuracy_matrix
@@ -275,3 +275,24 @@ def test_cuda_without_a_gpu_is_an_error(monkeypatch):
     with pytest.raises(RuntimeError, match="cuda"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+# ----------------------------------------------------------------- losses and optimiser state (issue 9)
+
+
+@pytest.mark.parametrize("name", ["lwf", "si", "ewc", "alasso"])
+def test_task_loss_and_penalty_are_reported_apart_for_every_strategy(split_task, name):
+    result = run(split_task, make(name), epochs=2, dropout=0.0, batch_size=16)
+    assert [len(p) for p in result.epoch_penalties] == [2] * len(split_task)
+    assert result.epoch_penalties[0] == [0.0, 0.0]  # nothing to protect while training the first task
+    assert all(p > 0 for epochs in result.epoch_penalties[1:] for p in epochs)
+    naive = run(split_task, make("naive"), epochs=2, dropout=0.0, batch_size=16)
+    assert result.epoch_losses[0] == pytest.approx(naive.epoch_losses[0])
+
+
+def test_a_strategy_that_restarts_the_model_restarts_the_optimiser(split_task):
+    kept = run(split_task, make("separate"), epochs=2, dropout=0.0, optimizer="adam", reset_optimizer=False)
+    fresh = run(split_task, make("separate"), epochs=2, dropout=0.0, optimizer="adam", reset_optimizer=True)
+    # each task's model starts from the initial weights *and* a fresh Adam state
+    assert kept.accuracy_matrix == fresh.accuracy_matrix
+    assert kept.epoch_losses == fresh.epoch_losses

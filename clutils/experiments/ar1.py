@@ -33,7 +33,7 @@ from ..models import ContinualModel, SingleHead, build_model, zero_init_head
 from ..result import Result
 from ..strategies import make
 from ..strategies.base import Strategy
-from ..strategies.sit import check_lambda
+from ..strategies.sit import check_lambda, decay_lr
 from ..train import TrainConfig, fit, resolve_device
 
 #: How the chapter names the strategies (label -> registry name of the class-incremental version).
@@ -244,9 +244,7 @@ def run_strategy(spec: Mapping[str, Any], settings: Mapping[str, Any], benchmark
     strategy = make(full["strategy"], **full["hp"])
     # The decay acts from the second batch on, i.e. with the loop's learning rate (times the shared
     # weights' scale where only they are protected, as in AR1).
-    protects_head = getattr(strategy, "protects_head", True)
-    check_lambda(strategy, float(train["lr"]) * (1.0 if protects_head else min(1.0, shared)),
-                 train.get("optimizer", "sgd"))
+    check_lambda(strategy, decay_lr(strategy, float(train["lr"]), shared), train.get("optimizer", "sgd"))
     if observe is not None:
         observe(strategy)
     config = TrainConfig(epochs=int(train["epochs"]), batch_size=int(train["batch_size"]), lr=float(train["lr"]),

@@ -55,6 +55,9 @@ class Strategy:
     positive: ClassVar[frozenset[str]] = frozenset()
     # The scenarios the strategy runs in (CWR, CWR+ and AR1: class-incremental only).
     scenarios: ClassVar[tuple[str, ...]] = ("task", "domain", "class")
+    # True when ``before_task`` puts the model back to its initial weights (a new model per task):
+    # the loop then gives it a fresh optimiser state too, whatever ``TrainConfig.reset_optimizer`` says.
+    restarts_model: ClassVar[bool] = False
     # True when ``after_task_backward`` must see the gradient of the task loss alone
     # (the loop then back-propagates the penalty separately).
     needs_task_gradient: ClassVar[bool] = False

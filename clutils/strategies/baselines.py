@@ -45,6 +45,10 @@ class Joint(Strategy):
         ids = torch.cat([torch.full((len(t.train),), t.index, dtype=torch.int64, device=y.device) for t in seen])
         return TrainingData(TensorData(x, y), ids)
 
+    @property
+    def restarts_model(self) -> bool:
+        return bool(self.hp["from_scratch"])
+
     def before_task(self, model, task) -> None:
         if self.hp["from_scratch"] and task.index > 0:
             restore_initial_state(model, self.initial)
@@ -66,6 +70,7 @@ class Separate(Strategy):
     """
 
     name = "separate"
+    restarts_model = True
 
     def setup(self, model, benchmark) -> None:
         super().setup(model, benchmark)

@@ -57,6 +57,11 @@ def lambda_bound(lr: float, max_f: float) -> float:
     return 1.0 / (lr * max_f)
 
 
+def decay_lr(strategy: Strategy, lr: float, shared_lr_scale: float = 1.0) -> float:
+    """The learning rate the decay of Eq. 7 acts with: the shared layers' where only they are protected (AR1)."""
+    return lr if getattr(strategy, "protects_head", True) else lr * min(1.0, shared_lr_scale)
+
+
 class LambdaOvershootWarning(UserWarning):
     """``eta * lambda * max_F`` is above 1: a saturated weight overshoots its anchor at each step."""
 
@@ -224,7 +229,7 @@ class SISIT(ClippedImportance):
 
     def after_backward(self, model) -> None:
         super().after_backward(model)  # the decay of Eq. 7
-        if self.hp["path_gradient"] == "total":
+        if self.hp["path_gradient"] == "total" and hasattr(self, "path"):  # no path outside a task
             self.path.record_gradient()
 
     def after_step(self, model) -> None:
@@ -423,6 +428,6 @@ def two_term_loss(logits: torch.Tensor, y: torch.Tensor, y_lwf: torch.Tensor, la
 
 
 __all__ = [
-    "lambda_bound", "check_lambda", "LambdaOvershootWarning", "ClippedImportance", "SISIT", "EWCSIT", "LwFSIT",
+    "lambda_bound", "check_lambda", "decay_lr", "LambdaOvershootWarning", "ClippedImportance", "SISIT", "EWCSIT", "LwFSIT",
     "minibatch_fisher", "lwf_lambdas", "linear_map", "soft_target_loss", "two_term_loss",
 ]
