@@ -404,3 +404,22 @@ def test_si_omega_ablation_applies_the_relu_to_the_running_sum():
     assert out["t"].item() == pytest.approx(0.5)  # relu(1 + (-1) / (1 + 1)), not 1 + relu(-0.5)
     out = s.new_omega({"t": torch.tensor([1.0])}, {"t": torch.tensor([0.0])}, {"t": torch.tensor([-4.0])})
     assert out["t"].item() == 0.0
+
+
+def test_the_quick_split_is_its_stand_in_on_every_machine(monkeypatch):
+    """A preset entry naming a dataset runs its stand-in split without any override; the paper's
+    entry (dataset None) asks for CIFAR-10/100, and the notebooks' parameter replaces either."""
+    from clutils import presets
+    from clutils.experiments import alasso as ex
+
+    calls = []
+    monkeypatch.setattr(ex, "make_benchmark", lambda name, **kw: calls.append((name, kw)) or
+                        type("B", (), {"dataset": kw.get("dataset", "cifar"), "n_classes": 10})())
+    quick = presets.get("alasso-split", "quick")["cifar"]
+    ex.split_benchmark(quick)
+    assert calls[-1][0] == "split-mnist"
+    assert (calls[-1][1]["dataset"], calls[-1][1]["n_tasks"]) == ("fashion-mnist", quick["standin_tasks"])
+    ex.split_benchmark(quick, dataset="mnist")
+    assert calls[-1][1]["dataset"] == "mnist"
+    ex.split_benchmark(presets.get("alasso-split", "paper")["cifar"])
+    assert calls[-1][0] == "split-cifar10-100"

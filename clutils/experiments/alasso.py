@@ -300,13 +300,14 @@ def split_benchmark(spec: Mapping[str, Any], dataset: str | None = None, seed: i
       this fixed order is our choice);
     * ``"tiny-imagenet"``: Tiny ImageNet's 200 classes in ``wnids`` order,
       ``classes_per_task`` per task (the paper: 30 tasks of 6), images at ``size``;
-    * ``"split"``: a plain split of ``spec["dataset"]`` (the quick stand-in).
-
-    ``dataset`` (the notebooks' parameter) replaces the paper's data by a plain split of it.
+    A spec that names a ``dataset`` (the smoke and quick profiles) runs a plain split of it in
+    ``standin_tasks`` tasks instead, on every machine: the stand-in is part of the profile, not a
+    fallback. ``dataset`` (the notebooks' parameter) replaces either by a plain split of it.
     """
     tasks, per_task = spec["tasks"], spec.get("classes_per_task")
     sizes = {"train_per_class": spec.get("train_per_class"), "test_per_class": spec.get("test_per_class"),
              "seed": seed, "root": root}
+    dataset = dataset or spec.get("dataset")
     kind = spec["kind"] if dataset is None else "split"
     if kind == "cifar10-100":
         result = make_benchmark("split-cifar10-100", n_tasks=tasks, classes_per_task=per_task, **sizes)
@@ -319,9 +320,8 @@ def split_benchmark(spec: Mapping[str, Any], dataset: str | None = None, seed: i
                                 dataset_options=options, **sizes)
         result.name = f"split Tiny ImageNet ({tasks} tasks of {per_task} classes)"
     else:
-        name = dataset or spec["dataset"]
-        n_tasks = spec.get("standin_tasks", tasks) if dataset is not None else tasks
-        result = make_benchmark("split-mnist", dataset=name, n_tasks=n_tasks, **sizes)
+        n_tasks = spec.get("standin_tasks", tasks)
+        result = make_benchmark("split-mnist", dataset=dataset, n_tasks=n_tasks, **sizes)
         result.name = f"split {result.dataset} ({n_tasks} tasks of {result.n_classes // n_tasks} classes)"
     return result
 
