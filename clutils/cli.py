@@ -174,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=positive_int, metavar="N", help="training batch size")
     run.add_argument("--lr", type=learning_rate, metavar="X", help="learning rate")
     run.add_argument("--optimizer", metavar="NAME", help="adam or sgd")
+    run.add_argument("--momentum", type=float, metavar="X", help="SGD momentum")
+    run.add_argument("--shared-lr-scale", type=float, metavar="X",
+                     help="learning rate of the layers below the output, as a fraction of --lr")
+    run.add_argument("--head", choices=("maximal", "expanding"),
+                     help="class-incremental single head: maximal (all classes) or expanding (classes seen)")
     run.add_argument("--arch", metavar="NAME", help="mlp or cifarnet")
     run.add_argument("--hidden", type=layer_sizes, metavar="W,W", help="MLP hidden widths, e.g. 256,256")
     run.add_argument("--train-per-class", type=positive_int, metavar="N", help="training samples per class")
@@ -234,10 +239,14 @@ def list_everything(out=None) -> None:
     for name in dataset_names():
         line(name, _first_line(LOADERS[name].__doc__))
     print("\nStrategies (--strategy; hyperparameters with --set name=value):", file=out)
+    from .strategies.recipes import recipe_of
+
     for name in strategy_names():
         cls = REGISTRY[name]
         hps = ", ".join(f"{k}={v!r}" for k, v in cls.defaults.items()) or "no hyperparameters"
         line(name, f"{_first_line(cls.__doc__)}  [{hps}]")
+        recipe = recipe_of(name)
+        line("", "recipe: " + (recipe.describe() if recipe else "none (trains as the benchmark's profile says)"))
     print("\nProfiles (--profile):", file=out)
     for profile in presets.PROFILES:
         line(profile, PROFILE_HELP.get(profile, ""))
@@ -329,9 +338,12 @@ def _settings(args, parser) -> dict[str, Any]:
     if args.dataset is not None and spec.kind == "split-cifar10-100":
         parser.error(f"{args.benchmark} is built from cifar10 and cifar100; it takes no --dataset")
 
+    from .strategies.recipes import recipe_of
+
     hyperparameters = parse_assignments(args.assignments, parser)
+    recipe = recipe_of(args.strategy, args.profile)
     try:
-        strategy = make(args.strategy, **hyperparameters)
+        strategy = make(args.strategy, **{**(recipe.hp if recipe else {}), **hyperparameters})
     except UnknownHyperparameterError:
         defaults = REGISTRY[args.strategy].defaults
         unknown = ", ".join(repr(k) for k in hyperparameters if k not in defaults)
@@ -357,12 +369,14 @@ def _settings(args, parser) -> dict[str, Any]:
     _check_paths(args, parser)
 
     preset = _preset(args.benchmark, args.profile)
+    training = _training(args, preset, recipe)
+    for flag, value in (("--momentum", training["momentum"]), ("--shared-lr-scale", training["shared_lr_scale"])):
+        if not 0 <= value < float("inf"):
+            parser.error(f"{flag} must be zero or positive, got {value}")
     settings = {
         "tasks": args.tasks or preset.get("tasks") or spec.n_tasks,
         "epochs": args.epochs or preset["epochs"],
-        "batch_size": args.batch_size or preset["batch_size"],
-        "lr": args.lr or preset["lr"],
-        "optimizer": args.optimizer or preset.get("optimizer", "adam"),
+        **training,
         "arch": args.arch or preset.get("arch", "mlp"),
         "hidden": args.hidden or preset.get("hidden"),
         "train_per_class": args.train_per_class or (None if args.all_samples else preset.get("train_per_class")),
@@ -375,7 +389,38 @@ def _settings(args, parser) -> dict[str, Any]:
     dataset = args.dataset if args.dataset is not None else spec.dataset
     _check_tasks(parser, args.benchmark, args.dataset, settings["tasks"], DATASET_CLASSES.get(dataset))
     return {**settings, "strategy": strategy, "hyperparameters": hyperparameters, "device": device,
-            "dataset_name": dataset}
+            "dataset_name": dataset, "recipe": recipe}
+
+
+#: Training flags that override a strategy's recipe: attribute of ``args`` -> setting name.
+RECIPE_FLAGS = {"optimizer": "optimizer", "lr": "lr", "batch_size": "batch_size", "momentum": "momentum",
+                "shared_lr_scale": "shared_lr_scale", "head": "head"}
+
+
+def _training(args, preset: dict[str, Any], recipe) -> dict[str, Any]:
+    """The training settings: the strategy's recipe (else the profile's), overridden by the flags.
+
+    A flag that changes a recipe's value leaves the training the strategy's hyperparameters
+    were tuned for: a warning says so (the run goes on with the flag's value).
+    """
+    base = {"optimizer": preset.get("optimizer", "adam"), "lr": preset["lr"], "batch_size": preset["batch_size"],
+            "momentum": 0.0, "shared_lr_scale": 1.0, "head": "maximal", "first_task_epochs": None,
+            "first_task_lr": None, "reset_optimizer": True}
+    if recipe is not None:
+        base.update(recipe.training(), head=recipe.head)
+    out = dict(base)
+    changed = []
+    for attribute, key in RECIPE_FLAGS.items():
+        value = getattr(args, attribute, None)
+        if value is None:
+            continue
+        out[key] = value
+        if recipe is not None and value != base[key]:
+            changed.append(f"--{attribute.replace('_', '-')} {value} (recipe: {base[key]})")
+    if changed:
+        print(f"warning: {', '.join(changed)} leave{'s' if len(changed) == 1 else ''} the training "
+              f"{args.strategy}'s hyperparameters were tuned for: {recipe.describe()}", file=sys.stderr)
+    return out
 
 
 def _check_paths(args, parser) -> None:
@@ -396,6 +441,8 @@ def _check_paths(args, parser) -> None:
 
 
 def _format_report(result, title: str) -> str:
+    from .metrics import FWT_NOT_APPLICABLE, forward_transfer_applies
+
     R = result.accuracy_matrix
     T = len(R)
     n_cols = len(R[0]) if R else 0
@@ -415,7 +462,12 @@ def _format_report(result, title: str) -> str:
     for key, name, text in names:
         value = metrics.get(key)
         shown = "   n/a" if value is None else f"{100 * value:+7.2f} %" if key in ("bwt", "fwt") else f"{100 * value:7.2f} %"
+        if key == "fwt" and not forward_transfer_applies(result.benchmark.get("scenario")):
+            text = FWT_NOT_APPLICABLE
         lines.append(f"{name:<11}{shown}   {text}")
+    if result.epoch_penalties and any(any(p) for p in result.epoch_penalties):
+        lines.append(f"{'Last epoch':<11}task loss {result.epoch_losses[-1][-1]:.4f}, "
+                     f"penalty {result.epoch_penalties[-1][-1]:.4g} (reported apart; the step minimises their sum)")
     return "\n".join(lines)
 
 
@@ -434,11 +486,11 @@ def _preflight(parser, strategy, model, benchmark, config) -> None:
         hint = " (try --scenario class)" if "class-incremental" in str(error) and benchmark.scenario != "class" else ""
         parser.error(f"--strategy {strategy.name}: {error}{hint}")
     try:
-        from .strategies.sit import check_lambda
+        from .strategies.sit import check_lambda, decay_lr
     except ImportError:  # pragma: no cover - strategies without the SIT module
         return
     try:
-        check_lambda(strategy, config.lr, config.optimizer)
+        check_lambda(strategy, decay_lr(strategy, config.lr, config.shared_lr_scale), config.optimizer)
     except ValueError as error:
         parser.error(f"--set/--lr: {error}")
 
@@ -483,18 +535,22 @@ def run(args, parser) -> int:
     try:
         model = build_model(benchmark, arch=settings["arch"],
                             **({"hidden": tuple(settings["hidden"])} if settings["hidden"] else {}),
-                            seed=args.seed)
+                            expanding_head=settings["head"] == "expanding", seed=args.seed)
     except (ValueError, RuntimeError) as error:
         parser.error(f"cannot build a {settings['arch']} for inputs of shape {benchmark.input_shape}: {error}"
                      f" (try --arch mlp)")
 
     config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
-                         optimizer=settings["optimizer"], seed=args.seed, record_confusion=args.confusion,
-                         progress=progress)
+                         optimizer=settings["optimizer"], momentum=settings["momentum"],
+                         shared_lr_scale=settings["shared_lr_scale"],
+                         first_task_epochs=settings["first_task_epochs"], first_task_lr=settings["first_task_lr"],
+                         reset_optimizer=settings["reset_optimizer"], seed=args.seed,
+                         record_confusion=args.confusion, progress=progress)
     _preflight(parser, settings["strategy"], model, benchmark, config)
     meta = {
         "benchmark_name": args.benchmark, "dataset": settings["dataset_name"], "profile": args.profile,
-        "tasks": settings["tasks"], "arch": settings["arch"], "hidden": settings["hidden"],
+        "tasks": settings["tasks"], "arch": settings["arch"], "hidden": settings["hidden"], "head": settings["head"],
+        "recipe": settings["recipe"].chapter if settings["recipe"] else None,
         "train_per_class": settings["train_per_class"], "test_per_class": settings["test_per_class"],
     }
     try:
@@ -515,7 +571,9 @@ def run(args, parser) -> int:
     arch = settings["arch"] + (f" {settings['hidden']}" if settings["arch"] == "mlp" and settings["hidden"] else "")
     title = (f"{args.strategy}{f' ({hps})' if hps else ''} on {benchmark.name}, {benchmark.scenario}-incremental, "
              f"profile {args.profile}: {len(benchmark)} tasks x {config.epochs} epoch{'' if config.epochs == 1 else 's'}, {arch}, "
-             f"{config.optimizer} lr={config.lr}, batch {config.batch_size}, seed {config.seed}, "
+             f"{config.optimizer} lr={config.lr}"
+             f"{f' (shared layers x{config.shared_lr_scale:g})' if config.shared_lr_scale != 1 else ''}, "
+             f"batch {config.batch_size}, {settings['head']} head, seed {config.seed}, "
              f"device {settings['device']}")
     print(_format_report(result, title))
     if args.json:

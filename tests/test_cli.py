@@ -114,14 +114,18 @@ def test_flags_override_the_profile(tmp_path, capsys):
             "--json", str(out_json)]
     assert cli.main(argv) == 0
     data = json.loads(out_json.read_text())
-    assert data["strategy"] == {"name": "si", "hyperparameters": {"c": 0.5, "xi": 0.001}}
+    assert data["strategy"] == {"name": "si", "hyperparameters": {"c": 0.5, "xi": 0.001, "omega_relu": "sum"}}
     config = data["config"]
     assert (config["epochs"], config["batch_size"], config["lr"], config["seed"]) == (2, 32, 0.01, 3)
     assert config["hidden"] == [16, 8] and config["device"] == "cpu"
     assert data["benchmark"]["tasks"] == 2 and data["benchmark"]["train_sizes"] == [100, 100]
     assert len(data["accuracy_matrix"]) == 2
     assert len(data["confusion"]) == 2 and sum(map(sum, data["confusion"][-1])) == 2 * 50
-    assert "si (c=0.5, xi=0.001)" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "si (c=0.5, xi=0.001" in captured.out
+    # the flags leave the recipe SI's hyperparameters were tuned for: a warning names them
+    assert "warning: --lr 0.01 (recipe: 0.001), --batch-size 32 (recipe: 256)" in captured.err
+    assert "alasso chapter" in captured.err
 
 
 def test_run_dir_resumes_and_refuses_other_settings(tmp_path, capsys):
