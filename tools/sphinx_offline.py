@@ -14,6 +14,7 @@ Loaded through ``sphinx.local_extensions`` in ``_config.yml``. It
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 SCRIPT = "vendor/clutils/clutils-widgets.js"
@@ -97,7 +98,29 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
     scripts[:] = unique
 
 
+#: A myst-nb glue role or directive that pastes from another document: {glue:text}`path::key:fmt`.
+GLUE_FROM_DOC = re.compile(r"\{glue(?::[a-z]+)?\}`([^`:]+)::|```\{glue(?::[a-z]+)?\}\s+([^\s:]+)::")
+
+
+def glued_documents(text: str) -> list[str]:
+    """The documents (paths as written) whose glued values ``text`` pastes."""
+    return sorted({a or b for a, b in GLUE_FROM_DOC.findall(text)})
+
+
+def _depend_on_glued_documents(app, docname, source) -> None:
+    """A page that pastes a notebook's glued values is re-read when that notebook changes.
+
+    Sphinx re-reads a page only when its own file (or a noted dependency)
+    changed; without this, a chapter quoting a notebook's numbers would keep
+    the numbers of the build that last read it.
+    """
+    for path in glued_documents(source[0]):
+        _, filename = app.env.relfn2path(path, docname)
+        app.env.note_dependency(filename)
+
+
 def setup(app):
+    app.connect("source-read", _depend_on_glued_documents)
     app.connect("builder-inited", _write_script)
     app.add_js_file(SCRIPT, priority=100)
     app.connect("html-page-context", _dedupe_scripts, priority=999)  # after every other handler
