@@ -9,10 +9,12 @@ import os
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 
 import pytest
 import torch
 
+from clutils import cli
 from clutils.checkpoint import CheckpointError, RunDirInUseError, read_checkpoint, write_checkpoint
 from clutils.data.named import make_benchmark
 from clutils.models import build_model
@@ -106,20 +108,36 @@ def test_resume_names_the_settings_that_differ(finished_run, permuted2):
 # ------------------------------------------------------------- one run per directory
 
 
-def test_a_second_run_into_a_locked_run_dir_names_the_process(permuted2, tmp_path):
+@contextmanager
+def held_by_another_process(run_dir):
+    """Another process holding ``run_dir`` until the block ends; yields its process id."""
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, pathlib\nfrom clutils.checkpoint import locked\n"
-         f"with locked(pathlib.Path({str(tmp_path)!r})):\n    print('held', flush=True)\n    sys.stdin.read()"],
+         f"with locked(pathlib.Path({str(run_dir)!r})):\n    print('held', flush=True)\n    sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(RunDirInUseError, match=f"in use by process {holder.pid}"):
-            run(permuted2, run_dir=tmp_path)
-        assert not (tmp_path / CHECKPOINT).exists()
+        yield holder.pid
     finally:
         holder.communicate("", timeout=60)
+
+
+def test_a_second_run_into_a_locked_run_dir_names_the_process(permuted2, tmp_path):
+    with held_by_another_process(tmp_path) as pid:
+        with pytest.raises(RunDirInUseError, match=f"in use by process {pid}"):
+            run(permuted2, run_dir=tmp_path)
+        assert not (tmp_path / CHECKPOINT).exists()
     assert run(permuted2, run_dir=tmp_path).tasks_done == 2  # free again once the holder exits
+
+
+def test_the_command_line_exits_1_for_a_run_dir_in_use(tmp_path, capsys):
+    argv = ["run", "--benchmark", "split-mnist", "--dataset", "digits", "--profile", "smoke", "--no-progress",
+            "--tasks", "2", "--run-dir", str(tmp_path)]
+    with held_by_another_process(tmp_path) as pid:
+        assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"in use by process {pid}" in err and "Traceback" not in err
 
 
 def test_concurrent_writers_of_one_result_file_never_collide(tmp_path):
