@@ -359,7 +359,7 @@ def tally(claims: Iterable[Claim]) -> str:
     if apart:
         kinds = " or ".join(k for k in KINDS[1:] if any(c.kind == k for c in apart))
         text += (f"; {len(apart)} {kinds} check{'s' if len(apart) > 1 else ''} listed apart"
-                 f" ({sum(c.reproduced for c in apart)} hold)")
+                 f" ({sum(c.reproduced for c in apart)} of them hold)")
     return text
 
 
@@ -440,7 +440,7 @@ def to_html(claims: list[Claim], title: str = "Scorecard") -> str:
 
 
 def _markdown_rows(claims: list[Claim], with_kind: bool = False) -> list[str]:
-    head = ["claim", "paper", "measured", "verdict", "core", "dataset", "profile", "device"]
+    head = ["claim", "paper", "measured", "verdict", "core", "dataset", "profile", "device", "seeds"]
     head += ["kind"] if with_kind else []
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for c in claims:
@@ -453,6 +453,7 @@ def _markdown_rows(claims: list[Claim], with_kind: bool = False) -> list[str]:
             c.dataset,
             c.profile,
             c.device,
+            c.seed_text().removeprefix("seeds ").removeprefix("seed "),
         ] + ([c.kind] if with_kind else [])
         lines.append("| " + " | ".join(_escape(x).replace("&lt;br&gt;", "<br>") for x in cells) + " |")
     return lines
@@ -476,9 +477,9 @@ def to_markdown(claims: list[Claim], chapters_without_claims: Iterable[str] = ()
             f"({sum(c.reproduced for c in core)} of {len(core)} core claims). Runs: {'; '.join(runs)}."
         )
         if apart:
-            lines += ["", f"Not counted: {len(apart)} checks that are true by construction (analytic) or "
-                          f"computed from the papers' own numbers (arithmetic), "
-                          f"{sum(c.reproduced for c in apart)} of which hold; each chapter lists them apart."]
+            lines += ["", f"Not counted: analytic checks (true by construction) and arithmetic ones (computed "
+                          f"from the papers' own numbers), {sum(c.reproduced for c in apart)} of {len(apart)} "
+                          "holding; each chapter lists them apart."]
         lines.append("")
         chapters: dict[str, list[Claim]] = {}
         for c in claims:
