@@ -15,6 +15,10 @@ Stages (each one timed and printed):
    edit of markdown cells only is merged into the cached copy without
    re-running it. A failing notebook fails the build with its name and the
    cell's error (every notebook is still tried, so all failures show at once).
+   ``--jobs N`` (``make book JOBS=N``) runs N notebooks at once in a process
+   pool, each worker with its own GPU (``CUDA_VISIBLE_DEVICES``) or its share of
+   the CPU cores (``OMP_NUM_THREADS``); by default one per GPU, else the cores
+   divided by one notebook's threads (one in the smoke and quick profiles).
 3. **stage**: ``_config.yml``, ``_toc.yml`` (entries whose file does not exist
    yet are dropped, notebooks no entry matches are appended), ``book/``, the
    executed notebooks and the assets are synced into ``_build/src`` (files whose
@@ -25,16 +29,23 @@ Stages (each one timed and printed):
    ``_build/html`` (log in ``_build/logs/jupyter-book.log``).
 6. **claims**: a core claim that did not reproduce in the quick or paper
    profile fails the build, naming the claim.
+
+The CI's paper-scale workflow splits this: one job per notebook
+(``--only NAME --no-html``; ``tools/book_matrix.py`` lists them from ``_toc.yml``),
+then a gathering job (``--from-executed``) that builds the HTML and the scorecard
+from the executed copies without running anything, naming any notebook that has none.
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import copy
 import dataclasses
 import fnmatch
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -48,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT))
 
+import book_matrix  # noqa: E402
 import npm_assets  # noqa: E402
 
 #: Bump to invalidate every cached executed notebook.
@@ -237,7 +249,8 @@ def _kernel_env(paths: Paths) -> Path:
         "language": "python",
         "metadata": {"debugger": True},
     }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
+    # Written only when it changes (and atomically): parallel workers start kernels from it.
+    _write_if_changed(spec_dir / "kernel.json", json.dumps(spec, indent=1).encode())
     return paths.build / "jupyter"
 
 
@@ -270,9 +283,13 @@ def execute_notebook(
     clutils_hash: str | None = None,
     runtime_hash: str | None = None,
     force: bool = False,
+    env: dict[str, str] | None = None,
     log=print,
 ) -> NotebookResult:
-    """Execute (or re-use) one notebook; the executed copy lies at ``paths.executed(run)/<name>.ipynb``."""
+    """Execute (or re-use) one notebook; the executed copy lies at ``paths.executed(run)/<name>.ipynb``.
+
+    ``env`` is added to the kernel's environment (a parallel worker's GPU or CPU threads).
+    """
     import papermill
 
     name = path.stem
@@ -312,6 +329,7 @@ def execute_notebook(
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
         "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "ignore::DeprecationWarning"),
         "TQDM_DISABLE": "1",
+        **(env or {}),
     }
     saved = {k: os.environ.get(k) for k in env_updates}
     os.environ.update(env_updates)
@@ -358,6 +376,167 @@ def notebook_sources(paths: Paths, only: list[str] | None = None) -> list[Path]:
     if only:
         found = [p for p in found if any(fnmatch.fnmatch(p.stem, pat) for pat in only)]
     return found
+
+
+# ----------------------------------------------------------------------------- notebooks in parallel
+
+#: Threads one notebook uses on the CPU, by profile. The smoke and quick profiles train small
+#: MLPs, for which one thread is as fast as two (the AR1 notebooks pin it); None: all cores.
+NOTEBOOK_THREADS = {"smoke": 1, "quick": 1, "paper": None}
+#: Seconds between two progress lines while notebooks run in parallel.
+PROGRESS_EVERY = 30.0
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def visible_gpus(device: str) -> list[str]:
+    """The CUDA device ids a worker may be given (``CUDA_VISIBLE_DEVICES`` entries); none for the CPU."""
+    if device == "cpu":
+        return []
+    import torch
+
+    count = torch.cuda.device_count()
+    listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return listed[:count] if listed else [str(i) for i in range(count)]
+
+
+def default_jobs(run: Run, gpus: list[str], cores: int) -> int:
+    """One notebook per GPU; on the CPU, the cores divided by the threads one notebook uses."""
+    if gpus:
+        return len(gpus)
+    threads = NOTEBOOK_THREADS[run.profile] or cores
+    return max(1, cores // threads)
+
+
+def worker_envs(jobs: int, gpus: list[str], cores: int) -> list[dict[str, str]]:
+    """The kernel environment of each of ``jobs`` workers: its own GPU and its share of the cores."""
+    if jobs <= 1:
+        return [{}]  # one notebook at a time: the machine's defaults, as before
+    threads = str(max(1, cores // jobs))
+    envs = []
+    for slot in range(jobs):
+        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+        envs.append(env)
+    return envs
+
+
+def _describe_env(env: dict[str, str]) -> str:
+    parts = []
+    if "CUDA_VISIBLE_DEVICES" in env:
+        parts.append(f"GPU {env['CUDA_VISIBLE_DEVICES']}")
+    if "OMP_NUM_THREADS" in env:
+        parts.append(f"{env['OMP_NUM_THREADS']} CPU thread(s)")
+    return ", ".join(parts) or "default threads"
+
+
+def _quiet(*_args) -> None:
+    """The log of a pool worker: the parent prints each notebook's outcome."""
+
+
+def _outcome_line(result: NotebookResult) -> str:
+    if result.status == "failed":
+        return f"  {result.name}: FAILED after {result.seconds:.1f} s\n{result.error}"
+    return f"  {result.name}: {result.status} in {result.seconds:.1f} s"
+
+
+def execute_notebooks(sources: list[Path], run: Run, paths: Paths, *, jobs: int, gpus: list[str],
+                      cores: int, force: bool = False, log=print) -> list[NotebookResult]:
+    """Execute ``sources``, ``jobs`` at a time, in a process pool; results in the order of ``sources``.
+
+    Each notebook runs in its own kernel, so one that fails (its partial copy kept as
+    ``<name>.failed.ipynb``) does not stop the others. At most ``jobs`` notebooks are handed to
+    the pool at once, so each holds one worker slot (its GPU or share of the cores) while it runs.
+    """
+    hashes = {"clutils_hash": clutils_digest(paths.root), "runtime_hash": runtime_digest()}
+    _kernel_env(paths)
+    envs = worker_envs(jobs, gpus, cores)
+    if jobs <= 1:
+        return [execute_notebook(path, run, paths, force=force, env=envs[0], log=log, **hashes)
+                for path in sources]
+
+    log(f"  {len(sources)} notebooks, {jobs} at a time: " + "; ".join(
+        f"worker {slot + 1}: {_describe_env(env)}" for slot, env in enumerate(envs)))
+    waiting = list(sources)
+    running: dict[concurrent.futures.Future, tuple[str, int, float]] = {}
+    free = list(range(jobs))
+    done: dict[str, NotebookResult] = {}
+
+    def progress() -> None:
+        now = time.perf_counter()
+        busy = ", ".join(f"{name} {now - start:.0f} s ({_describe_env(envs[slot])})"
+                         for name, slot, start in running.values())
+        log(f"  [{len(done)}/{len(sources)} done, {len(waiting)} waiting] running: {busy or 'none'}")
+
+    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold CUDA or threads
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        while waiting or running:
+            while waiting and free:
+                path, slot = waiting.pop(0), free.pop(0)
+                future = pool.submit(execute_notebook, path, run, paths, force=force, env=envs[slot],
+                                     log=_quiet, **hashes)
+                running[future] = (path.stem, slot, time.perf_counter())
+                log(f"  {path.stem}: started ({_describe_env(envs[slot])})")
+            finished, _ = concurrent.futures.wait(running, timeout=PROGRESS_EVERY,
+                                                  return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                name, slot, start = running.pop(future)
+                free.append(slot)
+                try:
+                    result = future.result()
+                except Exception as err:  # noqa: BLE001 - the worker process itself died
+                    result = NotebookResult(name, "failed", time.perf_counter() - start,
+                                            f"notebook notebooks/{name}.ipynb: its worker process died "
+                                            f"({type(err).__name__}: {err})")
+                done[name] = result
+                log(_outcome_line(result))
+            progress()
+    return [done[path.stem] for path in sources]
+
+
+def _code_sources(nb: dict) -> list[str]:
+    """The code cells' sources, without the cell papermill injects."""
+    return ["".join(c.get("source", "")) for c in nb.get("cells", [])
+            if c.get("cell_type") == "code" and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+
+
+def gather_executed(sources: list[Path], run: Run, paths: Paths, log=print) -> list[NotebookResult]:
+    """The executed copies already in ``paths.executed(run)`` (e.g. the CI's artifacts), not re-run.
+
+    A notebook without an executed copy failed elsewhere (its CI job): it is named as failed,
+    with its partial copy when one was gathered.
+    """
+    results = []
+    out_dir = paths.executed(run)
+    for path in sources:
+        name = path.stem
+        source = read_notebook(path)
+        if (out_dir / f"{name}.ipynb").exists() and (out_dir / f"{name}.key").exists():
+            executed = read_notebook(out_dir / f"{name}.ipynb")
+            if _code_sources(executed) != _code_sources(source):
+                results.append(NotebookResult(name, "failed", 0.0, (
+                    f"notebook notebooks/{name}.ipynb: the executed copy in {out_dir} ran other code "
+                    "than the source (executed at another commit?)")))
+                log(f"  {name}: STALE")
+                continue
+            merged = merge_prose(source, executed)
+            if merged != executed:
+                (out_dir / f"{name}.ipynb").write_text(json.dumps(merged, indent=1, ensure_ascii=False) + "\n",
+                                                       encoding="utf-8")
+            results.append(NotebookResult(name, "gathered", 0.0))
+            log(f"  {name}: gathered")
+            continue
+        message = (f"notebook notebooks/{name}.ipynb has no executed copy in {out_dir}: "
+                   f"its execution failed (in CI: see the job 'execute ({name})')")
+        failed = out_dir / f"{name}.failed.ipynb"
+        if failed.exists():
+            message += f"\n  partially executed copy: {failed}"
+        results.append(NotebookResult(name, "failed", 0.0, message))
+        log(f"  {name}: MISSING\n{message}")
+    return results
 
 
 # ----------------------------------------------------------------------------- staging
@@ -602,8 +781,14 @@ def check_datasets(run: Run, sources: list[Path], log=print) -> None:
 # ----------------------------------------------------------------------------- main
 
 
-def build(run: Run, paths: Paths, *, only: list[str] | None = None, force: bool = False,
-          html: bool = True, log=print) -> int:
+def build(run: Run, paths: Paths, *, only: list[str] | None = None, chapter: str | None = None,
+          force: bool = False, html: bool = True, jobs: int | None = None, from_executed: bool = False,
+          log=print) -> int:
+    """Execute the notebooks (``jobs`` at a time; None: what the machine has) and build the HTML.
+
+    ``from_executed``: execute nothing; build from the executed copies already in
+    ``_build/executed/<run>/`` (the CI's gathering job), naming every notebook that has none.
+    """
     timer = Timer()
     t0 = time.perf_counter()
     results: list[NotebookResult] = []
@@ -615,18 +800,29 @@ def build(run: Run, paths: Paths, *, only: list[str] | None = None, force: bool 
             for name in ("mathjax", "requirejs", "html-manager"):
                 npm_assets.fetch(name)
         sources = notebook_sources(paths, only)
-        with timer.stage("datasets"):
-            check_datasets(run, sources, log=log)
-        with timer.stage("notebooks"):
-            clutils_hash, runtime_hash = clutils_digest(paths.root), runtime_digest()
-            if not sources:
-                log("  no notebooks found under notebooks/")
-            for path in sources:
-                result = execute_notebook(path, run, paths, clutils_hash=clutils_hash,
-                                          runtime_hash=runtime_hash, force=force, log=log)
-                results.append(result)
-                if result.status == "failed":
-                    failures.append(result.error)
+        if chapter:
+            try:
+                in_chapter = {row["notebook"] for row in book_matrix.matrix(paths.root, chapter)["include"]}
+            except book_matrix.MatrixError as err:
+                raise BuildError(str(err)) from None
+            sources = [p for p in sources if p.stem in in_chapter]
+        if (only or chapter) and not sources:
+            raise BuildError(f"no notebook under {paths.notebooks} matches --only {' '.join(only or [])}"
+                             f"{' --chapter ' + chapter if chapter else ''}")
+        if from_executed:
+            with timer.stage("gather executed notebooks"):
+                results = gather_executed(sources, run, paths, log=log)
+        else:
+            with timer.stage("datasets"):
+                check_datasets(run, sources, log=log)
+            with timer.stage("notebooks"):
+                if not sources:
+                    log("  no notebooks found under notebooks/")
+                gpus = visible_gpus(run.device)
+                cores = cpu_cores()
+                results = execute_notebooks(sources, run, paths, jobs=jobs or default_jobs(run, gpus, cores),
+                                            gpus=gpus, cores=cores, force=force, log=log)
+        failures += [r.error for r in results if r.status == "failed"]
         if html:
             with timer.stage("stage sources"):
                 stage_sources(paths, run, results, log=log)
@@ -667,11 +863,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build-dir", type=Path, default=ROOT / "_build")
     parser.add_argument("--only", nargs="*", help="only these notebooks (glob on the name)")
     parser.add_argument("--force", action="store_true", help="re-execute even when cached")
+    parser.add_argument("--chapter", default=os.environ.get("CHAPTER", ""),
+                        help="only this chapter's notebooks (as in _toc.yml, e.g. alasso); empty: all")
+    parser.add_argument("--jobs", type=_jobs, default=os.environ.get("JOBS", ""),
+                        help="notebooks executed at once; empty or 0: one per GPU, else the CPU cores "
+                             "divided by one notebook's threads")
     parser.add_argument("--no-html", action="store_true", help="execute notebooks only")
+    parser.add_argument("--from-executed", action="store_true",
+                        help="execute nothing: build the HTML and scorecard from the executed copies in "
+                             "_build/executed/ (the CI's gathering job); a notebook without one fails the build")
     args = parser.parse_args(argv)
+    if args.from_executed and (args.force or args.no_html):
+        parser.error("--from-executed executes nothing: it takes neither --force nor --no-html")
     run = Run(args.profile, args.device, args.dataset.strip() or None, args.seed)
     paths = Paths(ROOT, args.build_dir.resolve())
-    return build(run, paths, only=args.only, force=args.force, html=not args.no_html)
+    return build(run, paths, only=args.only, chapter=args.chapter.strip() or None, force=args.force,
+                 html=not args.no_html, jobs=args.jobs, from_executed=args.from_executed)
+
+
+def _jobs(text: str) -> int | None:
+    """``--jobs``/``JOBS``: a positive count, or empty/0 for the machine's default."""
+    text = str(text).strip()
+    if text in {"", "0", "auto"}:
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"JOBS must be a whole number of notebooks at once (or 0/empty "
+                                         f"for the machine's default), not {text!r}")
+    return int(text)
 
 
 if __name__ == "__main__":
