@@ -52,16 +52,23 @@ class Dataset:
         return tuple(self.train.x.shape[1:])
 
 
-def subset_per_class(data: TensorData, n: int, seed: int) -> TensorData:
-    """The first ``n`` samples of each class under a seeded shuffle (deterministic)."""
+def subset_per_class(data: TensorData, n: int, seed: int, skip: int = 0) -> TensorData:
+    """The first ``n`` samples of each class under a seeded shuffle (deterministic).
+
+    ``skip`` passes over the first ``skip`` of each class first: with the same seed,
+    ``skip=n`` gives ``n`` more samples disjoint from ``subset_per_class(data, n, seed)``
+    (a validation set held out of the training images).
+    """
     if n <= 0:
         raise ValueError(f"samples per class must be positive, got {n}")
+    if skip < 0:
+        raise ValueError(f"skip must be non-negative, got {skip}")
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data), generator=generator)
     labels = data.y.cpu()[order]
     keep = []
     for c in torch.unique(labels).tolist():
-        keep.append(order[labels == c][:n])
+        keep.append(order[labels == c][skip:skip + n])
     index = torch.sort(torch.cat(keep)).values
     return data.take(index)
 

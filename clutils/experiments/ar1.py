@@ -52,15 +52,25 @@ class MissingPretrainedWeightsError(RuntimeError):
 _DATA_CACHE: dict[tuple, Dataset] = {}
 
 
-def _dataset(name: str, root, train_per_class, test_per_class, seed: int, **options) -> Dataset:
-    key = (name, str(root), train_per_class, test_per_class, seed, tuple(sorted(options.items())))
+def _dataset(name: str, root, train_per_class, test_per_class, seed: int, validation: bool = False,
+             **options) -> Dataset:
+    """``name`` cut to ``train_per_class`` / ``test_per_class`` images per class.
+
+    ``validation=True`` replaces the test set by ``test_per_class`` training images per class
+    that the training subset does not use (for tuning: the test set stays unseen).
+    """
+    key = (name, str(root), train_per_class, test_per_class, seed, validation, tuple(sorted(options.items())))
     if key not in _DATA_CACHE:
         data = load_dataset(name, root, **options)
         train, test = data.train, data.test
+        if validation:
+            if train_per_class is None or test_per_class is None:
+                raise ValueError("a validation split needs train_per_class and test_per_class")
+            test = subset_per_class(train, test_per_class, seed, skip=train_per_class)
+        elif test_per_class is not None:
+            test = subset_per_class(test, test_per_class, seed + 1)
         if train_per_class is not None:
             train = subset_per_class(train, train_per_class, seed)
-        if test_per_class is not None:
-            test = subset_per_class(test, test_per_class, seed + 1)
         _DATA_CACHE.clear()  # one dataset at a time: CORe50 at 128 px is tens of GB
         _DATA_CACHE[key] = Dataset(data.name, TensorData(train.x, train.y), TensorData(test.x, test.y),
                                    data.n_classes, data.class_names, data.source, data.extra)
@@ -75,7 +85,8 @@ def build_benchmark(spec: Mapping[str, Any], dataset: str | None = None, order_s
     ``first`` (size of the first class group: CORe50 NC's 10), ``scenario``,
     ``train_per_class``, ``test_per_class``, ``shuffle`` (class order from the seed; the first
     run, ``order_seed=None``, keeps the natural order), ``options`` (loader options, e.g.
-    ``{"size": 128}`` for CORe50). ``dataset`` replaces the spec's dataset (a plain split
+    ``{"size": 128}`` for CORe50), ``validation`` (test on held-out training images, for
+    tuning). ``dataset`` replaces the spec's dataset (a plain split
     of it into ``tasks_override`` or ``tasks`` batches).
     """
     scenario = scenario or spec.get("scenario", "class")
@@ -87,7 +98,8 @@ def build_benchmark(spec: Mapping[str, Any], dataset: str | None = None, order_s
     name = dataset or spec["dataset"]
     overridden = dataset is not None and dataset != spec.get("dataset")
     options = {} if overridden else dict(spec.get("options", {}))
-    data = _dataset(name, root, spec.get("train_per_class"), spec.get("test_per_class"), data_seed, **options)
+    data = _dataset(name, root, spec.get("train_per_class"), spec.get("test_per_class"), data_seed,
+                    validation=bool(spec.get("validation", False)), **options)
     n_tasks = spec.get("tasks_override", spec["tasks"]) if overridden else spec["tasks"]
     first = None if overridden else spec.get("first")
     seed = order_seed if spec.get("shuffle", True) else None
