@@ -83,7 +83,8 @@ def _outputs(paths: build_book.Paths, name: str, kind: str) -> list[str]:
     return found
 
 
-def test_jobs_2_gives_the_same_claims_and_figures_as_jobs_1_and_runs_notebooks_at_once(project):
+def test_jobs_2_gives_the_same_claims_and_figures_as_jobs_1_and_runs_notebooks_at_once(project, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the workers' share replaces what the parent has
     names = ["demo_a", "demo_b", "demo_c"]
     for name in names:
         _demo(project / "notebooks", name, sleep=2)
