@@ -6,6 +6,7 @@
 #   make book                                  # PROFILE=quick DEVICE=auto, the papers' datasets (MNIST via pip)
 #   make book PROFILE=smoke DATASET=fashion-mnist
 #   make book PROFILE=paper DEVICE=cuda        # paper scale, on a GPU
+#   make book JOBS=2                           # two notebooks at once (default: one per GPU, else per core)
 
 PYTHON   ?= python3
 VENV     ?= .venv
@@ -13,6 +14,8 @@ PROFILE  ?= quick
 DEVICE   ?= auto
 DATASET  ?=
 SEED     ?= 0
+# Notebooks executed at once; empty: one per GPU, else the CPU cores divided by one notebook's threads.
+JOBS     ?=
 # torch and torchvision are installed first and explicitly: a looser spec makes
 # pip pick a newer multi-GB build; these two lie on the machines' disk.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
@@ -25,8 +28,9 @@ STAMP := $(VENV)/.installed
 
 help:
 	@echo "make test                    run the whole test suite (builds a smoke book, opens it in Chromium)"
-	@echo "make book [PROFILE=quick] [DEVICE=auto] [DATASET=] [SEED=0]"
-	@echo "                             execute every notebook and build the HTML into _build/html"
+	@echo "make book [PROFILE=quick] [DEVICE=auto] [DATASET=] [SEED=0] [JOBS=]"
+	@echo "                             execute every notebook and build the HTML into _build/html;"
+	@echo "                             JOBS notebooks at once (empty: one per GPU, else cores / threads per notebook)"
 	@echo "make setup                   create $(VENV) and install the project"
 	@echo "make clean-book              remove _build (executed notebooks, HTML, screenshots)"
 
@@ -51,7 +55,7 @@ test: $(STAMP)
 	$(VPY) -m pytest
 
 book: $(STAMP)
-	$(VPY) tools/build_book.py --profile "$(PROFILE)" --device "$(DEVICE)" --dataset "$(DATASET)" --seed "$(SEED)"
+	$(VPY) tools/build_book.py --profile "$(PROFILE)" --device "$(DEVICE)" --dataset "$(DATASET)" --seed "$(SEED)" --jobs "$(JOBS)"
 
 book-smoke:
 	$(MAKE) book PROFILE=smoke DATASET=$(if $(DATASET),$(DATASET),fashion-mnist)
