@@ -159,7 +159,7 @@ def test_bad_jobs_values_are_refused():
             build_book._jobs(bad)
 
 
-def test_gathering_builds_from_executed_copies_and_names_the_missing_and_the_stale(project, capsys):
+def test_gathering_builds_from_executed_copies_and_names_the_missing_and_the_stale(project, capsys, monkeypatch):
     for name in ("demo_a", "demo_b", "demo_c"):
         _demo(project / "notebooks", name)
     paths = _paths(project, "_build")
@@ -172,10 +172,14 @@ def test_gathering_builds_from_executed_copies_and_names_the_missing_and_the_sta
     assert "ran other code than the source" in results[1].error
     assert "notebooks/demo_c.ipynb has no executed copy" in results[2].error
     assert "execute (demo_c)" in results[2].error
-    # the build from executed copies fails on them, naming them, and executes nothing
+    # the build from executed copies fails on them, naming them (in the CI's summary too),
+    # and executes nothing
+    summary = project / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     assert build_book.build(RUN, paths, html=False, from_executed=True, log=lambda *_: None) == 1
     err = capsys.readouterr().err
     assert "demo_b" in err and "demo_c" in err
+    assert "FAILED" in summary.read_text() and "notebooks/demo_c.ipynb has no executed copy" in summary.read_text()
     assert not (paths.executed(RUN) / "demo_c.ipynb").exists()
 
 

@@ -781,6 +781,20 @@ def check_datasets(run: Run, sources: list[Path], log=print) -> None:
 # ----------------------------------------------------------------------------- main
 
 
+def write_ci_summary(run: Run, results: list[NotebookResult], failures: list[str]) -> None:
+    """On GitHub Actions, the outcome as the job's summary (``$GITHUB_STEP_SUMMARY``), naming
+    every notebook and, first line each, every failure (a failed notebook, a core claim)."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return
+    lines = [f"### Book {run.tag}: {'FAILED' if failures else 'built'}", ""]
+    lines += [f"- `{r.name}`: {r.status}" + (f" ({r.seconds:.0f} s)" if r.seconds else "") for r in results]
+    if failures:
+        lines += ["", "Failures:", ""] + [f"- {failure.splitlines()[0]}" for failure in failures]
+    with open(target, "a", encoding="utf-8") as out:
+        out.write("\n".join(lines) + "\n\n")
+
+
 def build(run: Run, paths: Paths, *, only: list[str] | None = None, chapter: str | None = None,
           force: bool = False, html: bool = True, jobs: int | None = None, from_executed: bool = False,
           log=print) -> int:
@@ -844,6 +858,7 @@ def build(run: Run, paths: Paths, *, only: list[str] | None = None, chapter: str
         failures.append(str(err))
     total = time.perf_counter() - t0
     print(timer.report(results, total), flush=True)
+    write_ci_summary(run, results, failures)
     if failures:
         print("\nBUILD FAILED:", file=sys.stderr)
         for failure in failures:
