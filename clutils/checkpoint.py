@@ -42,7 +42,11 @@ class CheckpointError(RuntimeError):
         self.path = path
 
 
-class RunDirInUseError(RuntimeError):
+class RunDirError(RuntimeError):
+    """A run directory that cannot be used (it cannot be locked, or another run holds it)."""
+
+
+class RunDirInUseError(RunDirError):
     """Another process is running into the same run directory."""
 
 
@@ -83,7 +87,11 @@ def locked(run_dir: Path) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover
         yield
         return
-    with open(run_dir / LOCK_FILE, "a+") as handle:
+    try:
+        handle = open(run_dir / LOCK_FILE, "a+")
+    except OSError as error:
+        raise RunDirError(f"cannot lock the run directory {run_dir}: {error}") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

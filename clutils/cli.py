@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 EXIT_OK = 0
@@ -434,6 +435,7 @@ def _check_paths(args, parser) -> None:
             check_output_file(args.json, "--json")
         if args.run_dir:
             check_output_dir(args.run_dir, "--run-dir")
+            check_output_file(Path(args.run_dir) / "result.json", "--run-dir")
     except DataRootError as error:
         parser.error(f"--root: {error}")
     except OutputPathError as error:
@@ -498,7 +500,7 @@ def _preflight(parser, strategy, model, benchmark, config) -> None:
 def run(args, parser) -> int:
     settings = _settings(args, parser)
 
-    from .checkpoint import CheckpointError, RunDirInUseError
+    from .checkpoint import CheckpointError, RunDirError
     from .data.errors import DataFileError
     from .data.named import make_benchmark
     from .models import build_model
@@ -528,7 +530,7 @@ def run(args, parser) -> int:
         return EXIT_FAILED
     except ValueError as error:  # impossible task counts or sizes for a dataset not in DATASET_CLASSES
         parser.error(str(error))
-    except RuntimeError as error:  # any other data-loading failure, without a traceback
+    except (RuntimeError, OSError) as error:  # any other data-loading failure (a file unreadable...)
         print(f"error: could not load the data: {error}", file=sys.stderr)
         return EXIT_FAILED
 
@@ -558,7 +560,7 @@ def run(args, parser) -> int:
                      run_dir=args.run_dir, meta=meta)
     except CheckpointMismatchError as error:
         parser.error(f"--run-dir {args.run_dir}: {error}")
-    except (TrainingDivergedError, CheckpointError, RunDirInUseError) as error:
+    except (TrainingDivergedError, CheckpointError, RunDirError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

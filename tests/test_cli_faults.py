@@ -57,6 +57,9 @@ def places(tmp_path_factory) -> dict[str, str]:
     cifar.mkdir(parents=True)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
         (cifar / name).write_bytes(pickle.dumps(RunsCode(str(base / "the-pickle-ran"))))
+    result_folder, lock_folder = base / "result-folder-run", base / "lock-folder-run"
+    (result_folder / "result.json").mkdir(parents=True)
+    (lock_folder / ".lock").mkdir(parents=True)
     garbage, empty = base / "garbage-run", base / "empty-run"
     garbage.mkdir()
     (garbage / "checkpoint.pt").write_bytes(os.urandom(4096))
@@ -64,7 +67,8 @@ def places(tmp_path_factory) -> dict[str, str]:
     (empty / "checkpoint.pt").write_bytes(b"")
     return {"file": str(afile), "dir": str(base), "truncated_idx": str(idx_root("truncated", truncate=True)),
             "bad_labels": str(idx_root("labels", labels=labels)), "cifar": str(base / "cifar"),
-            "garbage_run": str(garbage), "empty_run": str(empty), "marker": str(base / "the-pickle-ran")}
+            "garbage_run": str(garbage), "result_folder_run": str(result_folder),
+            "lock_folder_run": str(lock_folder), "missing_classes": str(idx_root("classes", labels=np.arange(100) % 5)), "empty_run": str(empty), "marker": str(base / "the-pickle-ran")}
 
 
 TABLE = [
@@ -91,6 +95,10 @@ TABLE = [
      ["15 of 100 training labels lie outside 0..9", "train-labels-idx1-ubyte"]),
     (["--dataset", "cifar10", "--offline", "--root", "{cifar}"], 1,
      ["is not the original CIFAR file", "was not unpickled"]),
+    (["--run-dir", "{result_folder_run}"], 2, ["--run-dir", "result.json is a folder"]),
+    (["--dataset", "fashion-mnist", "--offline", "--root", "{missing_classes}"], 1,
+     ["no training samples of classes 5, 6, 7, 8, 9"]),
+    (["--run-dir", "{lock_folder_run}"], 1, ["cannot lock the run directory", ".lock"]),
     (["--run-dir", "{garbage_run}"], 1, ["checkpoint.pt", "not a clutils checkpoint", "Delete it"]),
     (["--run-dir", "{empty_run}"], 1, ["checkpoint.pt", "is empty", "Delete it"]),
     (["--lr", "1e6"], 1, ["the loss exploded", "task 2, epoch 1, step 1", "Naive()"]),

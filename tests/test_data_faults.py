@@ -20,6 +20,7 @@ from clutils.data.benchmarks import permuted
 from clutils.data.datasets import CIFAR, CIFAR_MD5, load_dataset
 from clutils.data.errors import DataFileError
 from clutils.data.idx import write_idx
+from clutils.data.named import make_benchmark
 from clutils.data.root import DataRootError, cache_file, data_root
 
 FASHION = "FashionMNIST/raw"
@@ -148,6 +149,21 @@ def test_an_unchanged_source_keeps_the_cache(root, monkeypatch):
 
     monkeypatch.setattr(datasets, "_read_idx_split", no_decoding)
     assert len(load_dataset("fashion-mnist", root=root, download=False).train) == 20
+
+
+def test_a_cache_without_its_tensors_is_rebuilt_from_the_files(root):
+    write_idx_dataset(root / FASHION)
+    cache_file(root, "fashion-mnist").parent.mkdir(parents=True)
+    torch.save({"x": 1}, cache_file(root, "fashion-mnist"))  # loads with weights_only, but is no dataset
+    with pytest.warns(UserWarning, match="lacks the tensors"):
+        dataset = load_dataset("fashion-mnist", root=root, download=False)
+    assert len(dataset.train) == 20
+
+
+def test_a_dataset_whose_files_lack_classes_is_a_data_error(root):
+    write_idx_dataset(root / FASHION, train_labels=np.arange(20) % 5)  # classes 5-9 have no training image
+    with pytest.raises(DataFileError, match=r"no training samples of classes 5, 6, 7, 8, 9 \(task 2"):
+        make_benchmark("split-mnist", n_tasks=2, dataset="fashion-mnist", root=root, download=False)
 
 
 # --------------------------------------------------------------- root and memory

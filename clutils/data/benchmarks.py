@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .errors import DataFileError
 from .tensors import Dataset, TensorData
 
 SCENARIOS = ("task", "domain", "class")
@@ -196,6 +197,11 @@ def split(dataset: Dataset, n_tasks: int, scenario: str = "task", seed: int | No
              "classes " + ", ".join(str(c) for c in g))
         for i, g in enumerate(groups)
     ]
+    for task in tasks:
+        for part, data in (("training", task.train), ("test", task.test)):
+            if len(data) == 0:
+                raise DataFileError(f"{dataset.name} has no {part} samples of classes {', '.join(map(str, task.classes))} "
+                                    f"(task {task.index + 1}; data from {dataset.source}): its files lack these classes")
     return Benchmark(
         f"split-{dataset.name}", scenario, tasks, dataset.n_classes, dataset.input_shape,
         dataset.name, dataset.class_names, {"seed": seed, "source": dataset.source},

@@ -33,7 +33,7 @@ import torch
 
 from .errors import DataFileError
 from .idx import read_idx
-from .root import ENV_VAR, data_root, load_cache, save_cache
+from .root import ENV_VAR, cache_file, data_root, load_cache, save_cache
 from .tensors import Dataset, TensorData, standardise
 
 Loader = Callable[..., Dataset]
@@ -423,7 +423,7 @@ def _load_torchvision(name: str, root, download: bool | None, n_classes: int,
                       class_names: Sequence[str] = ()) -> Dataset:
     """Load one of torchvision's datasets from the cache, the root, Debian or a download."""
     root = data_root(root)
-    content = load_cache(root, name)
+    content = load_cache(root, name, required=("x_train", "y_train", "x_test", "y_test"))
     if content is None:
         located = _locate(name, root)
         if located is None:
@@ -442,7 +442,7 @@ def _load_torchvision(name: str, root, download: bool | None, n_classes: int,
         sources = {path for paths in content.get("files", {}).values() for path in paths}
         save_cache(root, name, content, sources=sorted(sources))
     names = content.get("class_names") or class_names
-    return to_dataset(name, content, n_classes, names, content["source"])
+    return to_dataset(name, content, n_classes, names, content.get("source", str(cache_file(root, name))))
 
 
 @register("mnist")

@@ -19,6 +19,7 @@ import torch
 
 ENV_VAR = "CLUTILS_DATA"
 CACHE_DIR = "clutils-cache"
+IMAGES = ("x_train", "x_test")  # what every cached dataset holds
 
 
 class DataRootError(ValueError):
@@ -60,12 +61,16 @@ def file_signatures(paths: Iterable[str | os.PathLike]) -> dict[str, list[int]]:
 
 def _changed_sources(recorded: dict[str, list[int]]) -> list[str]:
     """The recorded source files that differ now; a deleted one is not a change (the cache is all that is left)."""
-    return [path for path, signature in recorded.items()
-            if os.path.exists(path) and file_signatures([path])[path] != list(signature)]
+    try:
+        return [path for path, signature in recorded.items()
+                if os.path.exists(path) and file_signatures([path])[path] != list(signature)]
+    except (AttributeError, TypeError, OSError):  # a record this code did not write
+        return ["its record of them"]
 
 
-def load_cache(root: Path, key: str) -> dict | None:
-    """The cached tensors for ``key``, or None when absent, unreadable or its source files changed."""
+def load_cache(root: Path, key: str, required: Iterable[str] = IMAGES) -> dict | None:
+    """The cached tensors for ``key``, or None when absent, unreadable, without the ``required``
+    tensors, or older than a change of its source files."""
     path = cache_file(root, key)
     if not path.is_file():
         return None
@@ -73,6 +78,10 @@ def load_cache(root: Path, key: str) -> dict | None:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a damaged cache is rebuilt, never trusted
         warnings.warn(f"ignoring unreadable cache {path}: {error}", stacklevel=2)
+        return None
+    required = tuple(required)
+    if not isinstance(content, dict) or not all(isinstance(content.get(k), torch.Tensor) for k in required):
+        warnings.warn(f"ignoring the cache {path}: it lacks the tensors {', '.join(required)}", stacklevel=2)
         return None
     changed = _changed_sources(content.pop("source_files", {}))
     if changed:
