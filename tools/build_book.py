@@ -530,7 +530,7 @@ def gather_executed(sources: list[Path], run: Run, paths: Paths, log=print) -> l
             log(f"  {name}: gathered")
             continue
         message = (f"notebook notebooks/{name}.ipynb has no executed copy in {out_dir}: "
-                   f"its execution failed (in CI: see the job 'execute ({name})')")
+                   f"it was not executed or its execution failed (in CI: see the job 'execute ({name})')")
         failed = out_dir / f"{name}.failed.ipynb"
         if failed.exists():
             message += f"\n  partially executed copy: {failed}"
@@ -864,7 +864,10 @@ def build(run: Run, paths: Paths, *, only: list[str] | None = None, chapter: str
         for failure in failures:
             print(f"- {failure}", file=sys.stderr)
         return 1
-    print(f"\nBook built in {total:.1f} s: {paths.html / 'index.html'}")
+    if html:
+        print(f"\nBook built in {total:.1f} s: {paths.html / 'index.html'}")
+    else:
+        print(f"\nNotebooks done in {total:.1f} s (no HTML): {paths.executed(run)}")
     return 0
 
 
