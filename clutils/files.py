@@ -51,6 +51,8 @@ def check_output_file(path: str | os.PathLike, what: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputPathError(f"{what}: {path} is a folder; give a file name such as {path / 'result.json'}")
+    if path.exists() and not path.is_file():  # a device or a pipe: the rename would replace it
+        raise OutputPathError(f"{what}: {path} is not a regular file")
     _probe_folder(path.parent, what)
     return path
 

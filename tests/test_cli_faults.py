@@ -60,12 +60,13 @@ def places(tmp_path_factory) -> dict[str, str]:
     result_folder, lock_folder = base / "result-folder-run", base / "lock-folder-run"
     (result_folder / "result.json").mkdir(parents=True)
     (lock_folder / ".lock").mkdir(parents=True)
+    os.mkfifo(base / "a-pipe")
     garbage, empty = base / "garbage-run", base / "empty-run"
     garbage.mkdir()
     (garbage / "checkpoint.pt").write_bytes(os.urandom(4096))
     empty.mkdir()
     (empty / "checkpoint.pt").write_bytes(b"")
-    return {"file": str(afile), "dir": str(base), "truncated_idx": str(idx_root("truncated", truncate=True)),
+    return {"file": str(afile), "dir": str(base), "pipe": str(base / "a-pipe"), "truncated_idx": str(idx_root("truncated", truncate=True)),
             "bad_labels": str(idx_root("labels", labels=labels)), "cifar": str(base / "cifar"),
             "garbage_run": str(garbage), "result_folder_run": str(result_folder),
             "lock_folder_run": str(lock_folder), "missing_classes": str(idx_root("classes", labels=np.arange(100) % 5)), "empty_run": str(empty), "marker": str(base / "the-pickle-ran")}
@@ -87,6 +88,7 @@ TABLE = [
     (["--json", "{file}/out.json"], 2, ["--json", "is a file, not a folder"]),
     (["--json", "/proc/out.json"], 2, ["--json", "cannot write in /proc"]),
     (["--json", "{dir}"], 2, ["--json", "is a folder"]),
+    (["--json", "{pipe}"], 2, ["--json", "is not a regular file"]),
     (["--run-dir", "{file}"], 2, ["--run-dir", "is a file, not a folder"]),
     (["--root", "{file}"], 2, ["--root", "is a file, not a folder"]),
     (["--dataset", "fashion-mnist", "--offline", "--root", "{truncated_idx}"], 1,
