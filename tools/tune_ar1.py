@@ -47,8 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     for lr, shared, epochs in itertools.product(args.lr, args.shared, args.epochs):
         for spec in specs.values():
             spec["train"] = {**spec.get("train", {}), "lr": lr, "shared_lr_scale": shared, "epochs": epochs}
-        results = ex.run_strategies(specs, setup, dataset=args.dataset, seed=args.seed, runs=args.runs,
-                                    device="cpu", record_confusion=False, log=None)
+        try:
+            results = ex.run_strategies(specs, setup, dataset=args.dataset, seed=args.seed, runs=args.runs,
+                                        device="cpu", record_confusion=False, log=None)
+        except ValueError as error:  # e.g. AR1's lambda beyond its stability bound at this rate
+            print(f"lr {lr:g} shared x{shared:g} epochs {epochs}: refused: {error}", flush=True)
+            rows.append({"lr": lr, "shared_lr_scale": shared, "epochs": epochs, "refused": str(error)})
+            continue
         finals = {label: [float(ex.fixed_test_accuracy(r)[-1]) for r in runs] for label, runs in results.items()}
         rows.append({"lr": lr, "shared_lr_scale": shared, "epochs": epochs, "validation": finals})
         summary = ", ".join(f"{label} {100 * np.mean(v):.1f}" for label, v in finals.items())
