@@ -188,3 +188,13 @@ def test_only_a_name_that_matches_nothing_is_an_error(project, capsys):
     assert build_book.build(RUN, _paths(project, "_build"), html=False, only=["nope"],
                             log=lambda *_: None) == 1
     assert "no notebook under" in capsys.readouterr().err
+
+
+def test_a_killed_worker_fails_the_build_with_a_message_not_a_crash(project, capsys):
+    # the kernel kills the pool worker that started it, as the kernel OOM killer would
+    _write(project / "notebooks" / "demo_a.ipynb", "import os, signal, time\nos.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(30)")
+    for name in ("demo_b", "demo_c"):
+        _demo(project / "notebooks", name)
+    assert build_book.build(RUN, _paths(project, "_build"), html=False, jobs=2, log=lambda *_: None) == 1
+    err = capsys.readouterr().err
+    assert "notebooks/demo_a.ipynb" in err and "process" in err

@@ -453,6 +453,7 @@ def execute_notebooks(sources: list[Path], run: Run, paths: Paths, *, jobs: int,
     """
     hashes = {"clutils_hash": clutils_digest(paths.root), "runtime_hash": runtime_digest()}
     _kernel_env(paths)
+    jobs = max(1, min(jobs, len(sources)))  # a lone notebook keeps the whole machine
     envs = worker_envs(jobs, gpus, cores)
     if jobs <= 1:
         return [execute_notebook(path, run, paths, force=force, env=envs[0], log=log, **hashes)
@@ -476,8 +477,15 @@ def execute_notebooks(sources: list[Path], run: Run, paths: Paths, *, jobs: int,
         while waiting or running:
             while waiting and free:
                 path, slot = waiting.pop(0), free.pop(0)
-                future = pool.submit(execute_notebook, path, run, paths, force=force, env=envs[slot],
-                                     log=_quiet, **hashes)
+                try:
+                    future = pool.submit(execute_notebook, path, run, paths, force=force, env=envs[slot],
+                                         log=_quiet, **hashes)
+                except concurrent.futures.process.BrokenProcessPool as err:  # a worker was killed (memory?)
+                    done[path.stem] = NotebookResult(path.stem, "failed", 0.0, (
+                        f"notebook notebooks/{path.name}: not executed, the process pool broke ({err})"))
+                    log(_outcome_line(done[path.stem]))
+                    free.append(slot)
+                    continue
                 running[future] = (path.stem, slot, time.perf_counter())
                 log(f"  {path.stem}: started ({_describe_env(envs[slot])})")
             finished, _ = concurrent.futures.wait(running, timeout=PROGRESS_EVERY,
