@@ -32,6 +32,9 @@ DEVICE_TYPES = ("cpu", "cuda")
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_KEYS = ("fingerprint", "settings", "model", "optimizer", "strategy", "result", "rng")
 DIVERGENCE_CHECK_EVERY = 50  # steps between two reads of the loss (each one device sync)
+# A penalty whose gradient the strategy adds itself depends on the weights only: its value, for
+# the report, is measured every this many steps (and at an epoch's last step), not at every step.
+PENALTY_SAMPLE_EVERY = 10
 # A mean cross-entropy this large means logits wrong by thousands: the weights have blown up
 # (Adam at lr 1e6 reaches 1e7-1e15 at chance accuracy), not a hard task.
 EXPLODING_LOSS = 1e4
@@ -204,8 +207,9 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
     """Train ``task`` for ``config.epochs_of(task.index)`` epochs.
 
     Returns the mean task loss (cross-entropy) of each epoch and, apart, the mean penalty of
-    each epoch, the same for every strategy: a strategy that adds its penalty's gradient
-    itself (``applies_penalty_gradient``) has the penalty's value measured without a graph.
+    each epoch, the same for every strategy. A strategy that adds its penalty's gradient itself
+    (``applies_penalty_gradient``) has the penalty's value measured without a graph every
+    ``PENALTY_SAMPLE_EVERY`` steps and at the epoch's last step (its epoch mean is over those steps).
     """
     x, y, ids = data.data.x, data.data.y, data.task_ids
     fixed_task = _task_argument(benchmark, task)
@@ -223,6 +227,7 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
         order = torch.randperm(n, generator=generator).to(y.device)
         loss_sum = torch.zeros((), device=y.device)  # task loss
         penalty_sum = torch.zeros((), device=y.device)
+        penalty_seen = 0  # samples whose step's penalty was measured
         window = torch.zeros((), device=y.device)  # task loss summed since the last check
         correct = torch.zeros((), device=y.device, dtype=torch.int64)
         for step, start in enumerate(range(0, n, config.batch_size), 1):
@@ -231,11 +236,14 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
             tb = ids[index] if ids is not None and fixed_task is not None else fixed_task
             logits = model(xb, tb)
             loss = F.cross_entropy(logits, yb)
-            penalty = None
+            penalty = reported = None
             if strategy.applies_penalty_gradient:
-                with torch.no_grad():  # the value only, for the report
-                    reported = strategy.penalty(model, Batch(xb, yb, tb, logits.detach()))
+                if step % PENALTY_SAMPLE_EVERY == 0 or step == steps:
+                    with torch.no_grad():  # the value only, for the report
+                        reported = strategy.penalty(model, Batch(xb, yb, tb, logits.detach()))
+                    penalty_seen += len(yb)
             else:
+                penalty_seen += len(yb)
                 penalty = reported = strategy.penalty(model, Batch(xb, yb, tb, logits))
             optimizer.zero_grad(set_to_none=True)
             if strategy.needs_task_gradient:
@@ -255,10 +263,11 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
             correct += (logits.detach().argmax(1) == yb).sum()
             bar.update(1)
             if step % DIVERGENCE_CHECK_EVERY == 0 or step == steps:
-                window_sum, seen_sum, seen_penalty = torch.stack([window, loss_sum, penalty_sum]).tolist()
+                window_sum, seen_sum, p_sum = torch.stack([window, loss_sum, penalty_sum]).tolist()
+                mean_penalty = p_sum / penalty_seen if penalty_seen else 0.0
                 window_steps = (step - 1) % DIVERGENCE_CHECK_EVERY + 1
                 try:
-                    _check_loss(window_sum / window_steps, (seen_sum + seen_penalty) / min(n, start + len(yb)),
+                    _check_loss(window_sum / window_steps, seen_sum / min(n, start + len(yb)) + mean_penalty,
                                 strategy, config, task, epoch, step, steps)
                 except TrainingDivergedError:
                     bar.close()
@@ -266,8 +275,8 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
                 window.zero_()
         mean_loss = seen_sum / n
         losses.append(mean_loss)
-        penalties.append(seen_penalty / n)
-        bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{mean_loss:.3f}", penalty=f"{seen_penalty / n:.3g}",
+        penalties.append(mean_penalty)
+        bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{mean_loss:.3f}", penalty=f"{mean_penalty:.3g}",
                         acc=f"{correct.item() / n:.3f}")
     bar.close()
     return losses, penalties
