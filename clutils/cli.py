@@ -594,7 +594,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "list":
         list_everything()
         return EXIT_OK
-    return run(args, args.subparser)
+    try:
+        return run(args, args.subparser)
+    except KeyboardInterrupt:  # while loading data or building the model (training has its own hint)
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

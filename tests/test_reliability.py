@@ -194,3 +194,18 @@ def test_learning_rates_that_overflow_float32_are_refused():
         TrainConfig(lr=1e300)
     with pytest.raises(ValueError, match="at most"):
         TrainConfig(lr=float("inf"))
+
+
+def test_ctrl_c_while_loading_data_exits_130_without_a_traceback(monkeypatch, capsys):
+    import clutils.data.named
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(clutils.data.named, "make_benchmark", interrupted)
+    argv = ["run", "--benchmark", "split-mnist", "--dataset", "digits", "--profile", "smoke", "--no-progress"]
+    try:
+        status = cli.main(argv)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped as a traceback")
+    assert status == 130 and "interrupted" in capsys.readouterr().err
