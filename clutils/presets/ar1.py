@@ -20,12 +20,12 @@ Profiles:
   (Table 4's GoogLeNet column) and iCIFAR-100 with CifarNet pre-trained on CIFAR-10
   (Table 5), 10 runs; Figure 3 on the first 6 tasks of split CIFAR-10/100.
 * ``quick`` (the whole chapter in minutes on 2 CPU cores): class-incremental split MNIST
-  (the book runs it on Fashion-MNIST, ``dataset="fashion-mnist"``) in 5 batches of 2
+  (``dataset="fashion-mnist"`` swaps in Fashion-MNIST) in 5 batches of 2
   classes, 500 training / 300 test images per class, an MLP 784-256-256 trained from
-  scratch with plain SGD (batch 32, 2 epochs per batch), 5 class orders for the accuracy
-  curves (3 elsewhere). Its
-  hyperparameters were re-tuned on Fashion-MNIST with seed 1 (the book runs seed 0):
-  see :data:`QUICK_TUNING`.
+  scratch with plain SGD (batch 32, 2 epochs per batch), 10 class orders for the accuracy
+  curves and their core claims (as the paper's 10 runs; fewer elsewhere). Its
+  hyperparameters were tuned on Fashion-MNIST with seed 1 (the book runs seed 0) and
+  re-checked on MNIST on a validation split: see :data:`QUICK_TUNING`.
 * ``smoke`` (seconds): the quick setup shrunk to a few images per class.
 """
 from __future__ import annotations
@@ -86,6 +86,18 @@ QUICK_TUNING = {
                   "layers (CWR 49.6%, CWR+ 53.3%)",
     "ar1": "d in {0.3, 1} x w in {1e-4, 1e-2} x shared scale in {0.02, 0.1, 1}: flat around 53% with slow "
            "shared layers; kept the paper's Table 4 values (lambda 8e5, w 0.0015, max_F 0.001), d = 0.32",
+    # Re-checked on MNIST (the book's default since MNIST comes through pip), on a validation split
+    # (benchmark option ``validation``: 300 held-out training images per class; tools/tune_ar1.py),
+    # 5 class orders, mean final accuracy of CWR / CWR+ / AR1:
+    "mnist re-check": "lr in {0.01, 0.02, 0.05} x shared scale in {0.02, 0.05, 0.1} x epochs in {2, 4}: "
+                      "best 4 epochs at lr 0.02, scale 0.02 (57.5 / 62.1 / 61.9) but there EWC and SI fall to "
+                      "23 / 20% (47.6 / 39.5% at 2 epochs), so the shared 2 epochs stay; at 2 epochs lr 0.05 "
+                      "(55.7 / 59.8 / 59.8) and the kept lr 0.02 (54.7 / 58.7 / 58.5) are within the orders' "
+                      "noise; lr 0.05 with scale 0.05 breaks AR1 (39.0%, lambda near its stability bound). "
+                      "Kept the Fashion-MNIST recipe; on Fashion-MNIST the same grid point gives 55.1 / 57.1 / 56.8.",
+    "class orders": "CWR+ - CWR on validation, 5 orders: MNIST +3.9 +/- 2.3, Fashion-MNIST +2.0 +/- 1.0 points "
+                    "(mean +/- standard error): not decidable by the 2-standard-error rule; 10 orders: "
+                    "+5.8 +/- 1.4 and +3.1 +/- 0.7, so the accuracy notebook runs 10 (the paper's 10 runs).",
 }
 
 QUICK_SETUP = {
@@ -274,7 +286,10 @@ define(
 define(
     "ar1-accuracy",
     smoke={"setups": [_smoke(_accuracy(QUICK_SETUP))]},
-    quick={"setups": [_accuracy(QUICK_SETUP, runs=5)]},
+    # 10 class orders: on the validation split, CWR+ - CWR over 5 orders was +3.9 +/- 2.3 points
+    # (MNIST) and +2.0 +/- 1.0 (Fashion-MNIST), too noisy to decide; over 10, +5.8 +/- 1.4 and
+    # +3.1 +/- 0.7 (QUICK_TUNING).
+    quick={"setups": [_accuracy(QUICK_SETUP, runs=10)]},
     paper={"setups": [_accuracy(CORE50_SETUP), _accuracy(ICIFAR_SETUP)]},
 )
 define(
