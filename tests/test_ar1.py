@@ -558,7 +558,7 @@ def test_class_orders_start_natural_then_shuffle():
     assert orders[0] is None and len(set(orders)) == 3
     data = synthetic(n_classes=10)
     spec = {"kind": "split", "dataset": "blobs", "tasks": 5, "shuffle": True}
-    ex._DATA_CACHE[("blobs", "None", None, None, 0, ())] = data
+    ex._DATA_CACHE[("blobs", "None", None, None, 0, False, ())] = data  # (name, root, sizes, seed, validation, options)
     first = ex.build_benchmark(spec, order_seed=orders[0])
     second = ex.build_benchmark(spec, order_seed=orders[1])
     assert [list(t.classes) for t in first.tasks] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
