@@ -354,6 +354,11 @@ def _settings(args, parser) -> dict[str, Any]:
         parser.error(f"--set: strategy {args.strategy} has no hyperparameter {unknown}; valid: {valid}")
     except (TypeError, ValueError) as error:  # a strategy refusing a value
         parser.error(f"--set: {error}")
+    retuned = [f"{k}={v!r} (recipe: {recipe.hp[k]!r})" for k, v in hyperparameters.items()
+               if recipe is not None and k in recipe.hp and v != recipe.hp[k]]
+    if retuned:
+        print(f"note: --set {', '.join(retuned)} replaces a value of {args.strategy}'s {recipe.chapter} "
+              "chapter recipe, tuned together with its training", file=sys.stderr)
 
     try:
         device = resolve_device(args.device)

@@ -17,11 +17,10 @@ from clutils import cli
 from clutils.presets.ar1 import QUICK_TUNING
 from clutils.strategies.recipes import recipe_of
 
-pytestmark = [
-    pytest.mark.usefixtures("one_thread"),
-    pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
-                       reason="needs Fashion-MNIST from Debian (apt-get install dataset-fashion-mnist)"),
-]
+pytestmark = pytest.mark.usefixtures("one_thread")
+needs_fashion_mnist = pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+    reason="needs Fashion-MNIST from Debian (apt-get install dataset-fashion-mnist)")
 
 #: The AR1 chapter's quick profile (seed 0, 3 class orders): CWR+ 53.3%, AR1 about 53% (QUICK_TUNING).
 SPLIT = ["run", "--benchmark", "split-mnist", "--dataset", "fashion-mnist", "--scenario", "class",
@@ -34,6 +33,7 @@ def run(argv, tmp_path, name) -> dict:
     return json.loads(out.read_text())
 
 
+@needs_fashion_mnist
 @pytest.mark.parametrize("strategy", ["cwr+", "ar1"])
 def test_cwr_plus_and_ar1_from_the_cli_land_near_the_chapter(strategy, tmp_path):
     assert "53" in QUICK_TUNING["cwr / cwr+"] and "53%" in QUICK_TUNING["ar1"]
@@ -47,6 +47,7 @@ def test_cwr_plus_and_ar1_from_the_cli_land_near_the_chapter(strategy, tmp_path)
     assert min(final) > 0.25, f"{strategy} lost a task: {final}"  # the Adam run had 0% on the last two
 
 
+@needs_fashion_mnist
 def test_a_flag_that_leaves_the_recipe_is_warned_about_and_wins(tmp_path, capsys):
     data = run([*SPLIT, "--strategy", "cwr+", "--optimizer", "adam", "--lr", "0.001", "--tasks", "2",
                 "--train-per-class", "20", "--test-per-class", "10"], tmp_path, "override")
@@ -56,6 +57,15 @@ def test_a_flag_that_leaves_the_recipe_is_warned_about_and_wins(tmp_path, capsys
     assert "cwr+'s hyperparameters were tuned for: sgd lr=0.02" in err
 
 
+def test_set_replacing_a_recipe_value_is_noted(tmp_path, capsys):
+    argv = ["run", "--benchmark", "permuted-mnist", "--dataset", "digits", "--profile", "smoke", "--strategy", "si",
+            "--set", "xi=0.1", "--tasks", "2", "--device", "cpu", "--no-progress"]
+    data = run(argv, tmp_path, "si-xi")
+    assert data["strategy"]["hyperparameters"]["xi"] == 0.1 and data["strategy"]["hyperparameters"]["c"] == 0.1
+    assert "note: --set xi=0.1 (recipe: 0.001) replaces a value of si's alasso chapter recipe" in capsys.readouterr().err
+
+
+@needs_fashion_mnist
 def test_si_from_the_cli_is_ahead_of_naive_as_in_the_chapter(tmp_path):
     # The ALASSO chapter's quick run (20 tasks, seed 0): SI about 11 points above naive. Held out:
     # 15 tasks, seed 3, with the chapter's data sizes and epochs (xi = 1e-3 in SI's recipe is
