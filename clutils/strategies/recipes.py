@@ -41,6 +41,9 @@ class Recipe:
     reset_optimizer: bool = True  # a fresh optimiser state for every task
     hp: dict[str, Any] = field(default_factory=dict)
     paper: dict[str, Any] = field(default_factory=dict)  # fields the paper profile changes
+    # The run the hyperparameters were tuned for: how long a task trains matters too (SI's xi
+    # has the units of a squared parameter change, so it depends on the number of steps).
+    tuned_on: str = ""
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -74,20 +77,23 @@ class Recipe:
         text += ", optimiser reset every task" if self.reset_optimizer else ", optimiser kept across tasks"
         if self.hp:
             text += ", " + ", ".join(f"{k}={v!r}" for k, v in self.hp.items())
-        return f"{text} ({self.chapter} chapter)"
+        text += f" ({self.chapter} chapter"
+        return text + (f"; tuned on {self.tuned_on})" if self.tuned_on else ")")
 
 
 # --- the AR1 chapter (class-incremental split MNIST / Fashion-MNIST, MLP 784-256-256, quick profile):
 # plain SGD, batch 32; the shared layers learn at 1/50 of the output layer's rate (QUICK_TUNING in
 # clutils.presets.ar1 says how these were chosen).
-_AR1_SGD = dict(chapter="ar1", optimizer="sgd", lr=0.02, batch_size=32, shared_lr_scale=0.02)
+_AR1_RUN = "5 class-incremental batches of 1,000 images, 2 epochs (~60 SGD steps per batch)"
+_AR1_SGD = dict(chapter="ar1", optimizer="sgd", lr=0.02, batch_size=32, shared_lr_scale=0.02, tuned_on=_AR1_RUN)
 # Plain fine-tuning: every layer at the same, larger rate (LwF's best in the chapter's tuning).
-_AR1_PLAIN = dict(chapter="ar1", optimizer="sgd", lr=0.1, batch_size=32, shared_lr_scale=1.0)
+_AR1_PLAIN = dict(chapter="ar1", optimizer="sgd", lr=0.1, batch_size=32, shared_lr_scale=1.0, tuned_on=_AR1_RUN)
 
 # --- the ALASSO chapter (permuted MNIST / Fashion-MNIST, MLP, quick profile): Adam 1e-3, batch 256,
 # Adam's state kept across tasks as in the SI and ALASSO code. ``xi`` is the quick profile's 1e-3
 # (the paper's 0.1 protects nothing in a run of ~40 steps per task; see clutils.presets.alasso).
-_ALASSO_ADAM = dict(chapter="alasso", optimizer="adam", lr=1e-3, batch_size=256, reset_optimizer=False)
+_ALASSO_ADAM = dict(chapter="alasso", optimizer="adam", lr=1e-3, batch_size=256, reset_optimizer=False,
+                    tuned_on="20 permuted tasks of 2,000 images, 5 epochs (~40 Adam steps per task)")
 
 RECIPES: dict[str, Recipe] = {
     "cwr": Recipe(**_AR1_SGD),
