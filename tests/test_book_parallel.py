@@ -198,3 +198,20 @@ def test_a_killed_worker_fails_the_build_with_a_message_not_a_crash(project, cap
     assert build_book.build(RUN, _paths(project, "_build"), html=False, jobs=2, log=lambda *_: None) == 1
     err = capsys.readouterr().err
     assert "notebooks/demo_a.ipynb" in err and "process" in err
+
+
+def test_the_pool_starts_the_notebooks_that_took_longest_last_time_first(project):
+    for name, sleep in (("demo_a", 0.0), ("demo_b", 3.0), ("demo_c", 0.0)):
+        _demo(project / "notebooks", name, sleep=sleep)
+    paths = _paths(project, "_build")
+    sources = build_book.notebook_sources(paths)
+    assert build_book.longest_first(sources, RUN, paths) == sources  # nothing known: the source order
+    build_book.execute_notebooks(sources, RUN, paths, jobs=2, gpus=[], cores=2, log=lambda *_: None)
+    (project / "notebooks" / "demo_d.ipynb").write_bytes((project / "notebooks" / "demo_a.ipynb").read_bytes())
+    order = [p.stem for p in build_book.longest_first(build_book.notebook_sources(paths), RUN, paths)]
+    assert order[:2] == ["demo_d", "demo_b"]  # never executed, then the slowest
+    lines = []
+    build_book.execute_notebooks(build_book.notebook_sources(paths), RUN, paths, jobs=2, gpus=[], cores=2,
+                                 force=True, log=lines.append)
+    started = [line.split(":")[0].strip() for line in lines if line.endswith("thread(s))") and "started" in line]
+    assert started[:2] == ["demo_d", "demo_b"]  # the pool follows that order

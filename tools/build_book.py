@@ -433,6 +433,23 @@ def _describe_env(env: dict[str, str]) -> str:
     return ", ".join(parts) or "default threads"
 
 
+def longest_first(sources: list[Path], run: Run, paths: Paths) -> list[Path]:
+    """``sources`` ordered by their last execution time, longest first (never executed: first of all).
+
+    Starting the long notebooks first keeps a short one from being the last to start, which
+    would leave the other workers idle at the end. The time is papermill's own record in the
+    previous executed (or failed) copy.
+    """
+    def last_seconds(path: Path) -> float:
+        for copy_ in (paths.executed(run) / f"{path.stem}.ipynb", paths.executed(run) / f"{path.stem}.failed.ipynb"):
+            if copy_.exists():
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    return float(read_notebook(copy_)["metadata"]["papermill"]["duration"] or 0.0)
+        return float("inf")
+
+    return sorted(sources, key=last_seconds, reverse=True)  # stable: ties keep the source order
+
+
 def _quiet(*_args) -> None:
     """The log of a pool worker: the parent prints each notebook's outcome."""
 
@@ -461,7 +478,7 @@ def execute_notebooks(sources: list[Path], run: Run, paths: Paths, *, jobs: int,
 
     log(f"  {len(sources)} notebooks, {jobs} at a time: " + "; ".join(
         f"worker {slot + 1}: {_describe_env(env)}" for slot, env in enumerate(envs)))
-    waiting = list(sources)
+    waiting = longest_first(sources, run, paths)
     running: dict[concurrent.futures.Future, tuple[str, int, float]] = {}
     free = list(range(jobs))
     done: dict[str, NotebookResult] = {}
