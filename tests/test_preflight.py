@@ -40,6 +40,16 @@ def test_a_named_kind_without_a_dataset_needs_the_papers_data():
     settings = {"a": {"kind": "cifar10-100", "dataset": None}, "b": [{"kind": "tiny-imagenet", "dataset": None}]}
     assert preflight.datasets_in(settings) == {"cifar10", "cifar100", "tiny-imagenet"}
     assert preflight.datasets_in({"tasks": 5}) == {"mnist"}
+    assert preflight.datasets_in({"sit": {"benchmark": {"kind": "split-cifar10-100", "tasks": 6}}}) == {
+        "cifar10", "cifar100"}  # a named kind needs no dataset entry
+
+
+def test_the_scorecards_name_the_data_that_ran():
+    from clutils import presets
+
+    assert preflight.data_label(presets.get("alasso-permuted-mnist", "quick")) == "mnist"
+    assert preflight.data_label(presets.get("alasso-split", "quick")) == "fashion-mnist"  # the stand-in
+    assert preflight.data_label(presets.get("ar1-scenarios", "paper")) == "cifar10+cifar100"
 
 
 @pytest.fixture

@@ -744,8 +744,7 @@ def write_scorecard(paths: Paths, run: Run, results: list[NotebookResult], log=p
     with_claims = {c.notebook for c in claims}
     text = scorecard.to_markdown(claims, [n for n in names if n not in with_claims])
     _write_if_changed(paths.src / "book" / "_generated" / "scorecard.md", text.encode())
-    log(f"  {len(claims)} claims from {len(with_claims)} notebooks "
-        f"({sum(c.reproduced for c in claims)} reproduced)")
+    log(f"  {len(claims)} claims from {len(with_claims)} notebooks: {scorecard.tally(claims)}")
     return claims
 
 

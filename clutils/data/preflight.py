@@ -43,12 +43,12 @@ def datasets_in(settings: object) -> set[str]:
     def walk(node: object) -> None:
         nonlocal named_any
         if isinstance(node, Mapping):
-            if "dataset" in node:
-                named_any = True
-                if node["dataset"]:
-                    found.add(str(node["dataset"]))
-                elif node.get("kind") in KIND_DATASETS:
-                    found.update(KIND_DATASETS[node["kind"]])
+            kind = node.get("kind")
+            if node.get("dataset"):
+                found.add(str(node["dataset"]))
+            elif isinstance(kind, str) and kind in KIND_DATASETS:
+                found.update(KIND_DATASETS[kind])
+            named_any = named_any or "dataset" in node or (isinstance(kind, str) and kind in KIND_DATASETS)
             for value in node.values():
                 walk(value)
         elif isinstance(node, (list, tuple)):
@@ -89,3 +89,8 @@ def _known() -> set[str]:
     from .datasets import dataset_names
 
     return set(dataset_names())
+
+
+def data_label(settings: object) -> str:
+    """The datasets an experiment's settings run on, for scorecards and captions ("mnist")."""
+    return "+".join(sorted(datasets_in(settings)))
