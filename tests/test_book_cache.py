@@ -105,3 +105,14 @@ def test_the_build_fails_on_a_core_claim_that_did_not_reproduce(project, capsys)
     # in the smoke profile the same claim is reported, not fatal
     assert build_book.build(build_book.Run("smoke", "cpu", "fashion-mnist", 0), project, html=False,
                             log=lambda *_: None) == 0
+
+
+def test_a_hung_cell_fails_the_notebook_after_the_profiles_cell_timeout(project, monkeypatch):
+    path = project.notebooks / "demo_hung.ipynb"
+    _write(path, [_params(), nbformat.v4.new_code_cell("import time\ntime.sleep(60)")])
+    monkeypatch.setitem(build_book.CELL_TIMEOUT_S, "smoke", 2)
+    start = time.perf_counter()
+    result = build_book.execute_notebook(path, build_book.Run("smoke", "cpu", None, 0), project,
+                                         log=lambda *_: None)
+    assert result.status == "failed" and time.perf_counter() - start < 45
+    assert "notebooks/demo_hung.ipynb" in result.error and "time.sleep(60)" in result.error

@@ -65,6 +65,9 @@ import npm_assets  # noqa: E402
 #: Bump to invalidate every cached executed notebook.
 CACHE_FORMAT = "1"
 PROFILES = ("smoke", "quick", "paper")
+#: The longest a single cell may run before the build calls it hung and names it (None: no limit).
+#: A quick cell takes minutes at most on 2 cores; a lost kernel message would otherwise wait forever.
+CELL_TIMEOUT_S = {"smoke": 600, "quick": 1800, "paper": None}
 DEVICES = ("auto", "cpu", "cuda")
 #: Packages whose version changes what a notebook computes or shows.
 RUNTIME_PACKAGES = (
@@ -345,6 +348,7 @@ def execute_notebook(
             log_output=False,
             request_save_on_cell_execute=False,
             start_timeout=180,
+            execution_timeout=CELL_TIMEOUT_S[run.profile],
         )
     except Exception as err:  # noqa: BLE001 - reported with the notebook's name
         if partial.exists():
