@@ -384,8 +384,10 @@ def notebook_sources(paths: Paths, only: list[str] | None = None) -> list[Path]:
 
 # ----------------------------------------------------------------------------- notebooks in parallel
 
-#: Threads one notebook uses on the CPU, by profile. The smoke and quick profiles train small
-#: MLPs, for which one thread is as fast as two (the AR1 notebooks pin it); None: all cores.
+#: Threads one notebook uses on the CPU, by profile, whatever JOBS is: the number of threads changes
+#: the order of float sums, so a fixed number keeps the results the same with JOBS=1 and JOBS=2.
+#: The smoke and quick profiles train small MLPs, for which one thread is as fast as two (the AR1
+#: notebooks pin it); None: the cores shared out among the workers.
 NOTEBOOK_THREADS = {"smoke": 1, "quick": 1, "paper": None}
 #: Seconds between two progress lines while notebooks run in parallel.
 PROGRESS_EVERY = 30.0
@@ -414,15 +416,16 @@ def default_jobs(run: Run, gpus: list[str], cores: int) -> int:
     return max(1, cores // threads)
 
 
-def worker_envs(jobs: int, gpus: list[str], cores: int) -> list[dict[str, str]]:
-    """The kernel environment of each of ``jobs`` workers: its own GPU and its share of the cores."""
-    if jobs <= 1:
-        return [{}]  # one notebook at a time: the machine's defaults, as before
-    threads = str(max(1, cores // jobs))
+def worker_envs(jobs: int, gpus: list[str], cores: int, threads: int | None = None) -> list[dict[str, str]]:
+    """The kernel environment of each of ``jobs`` workers: its own GPU and its CPU threads.
+
+    ``threads``: each notebook's threads; None: its share of the cores (alone: the machine's default).
+    """
+    count = threads or (cores // jobs if jobs > 1 else None)
     envs = []
     for slot in range(jobs):
-        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-        if gpus:
+        env = {"OMP_NUM_THREADS": str(max(1, count)), "MKL_NUM_THREADS": str(max(1, count))} if count else {}
+        if gpus and jobs > 1:
             env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
         envs.append(env)
     return envs
@@ -475,7 +478,7 @@ def execute_notebooks(sources: list[Path], run: Run, paths: Paths, *, jobs: int,
     hashes = {"clutils_hash": clutils_digest(paths.root), "runtime_hash": runtime_digest()}
     _kernel_env(paths)
     jobs = max(1, min(jobs, len(sources)))  # a lone notebook keeps the whole machine
-    envs = worker_envs(jobs, gpus, cores)
+    envs = worker_envs(jobs, gpus, cores, None if gpus else NOTEBOOK_THREADS[run.profile])
     if jobs <= 1:
         return [execute_notebook(path, run, paths, force=force, env=envs[0], log=log, **hashes)
                 for path in sources]
