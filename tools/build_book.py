@@ -16,9 +16,10 @@ Stages (each one timed and printed):
    re-running it. A failing notebook fails the build with its name and the
    cell's error (every notebook is still tried, so all failures show at once).
    ``--jobs N`` (``make book JOBS=N``) runs N notebooks at once in a process
-   pool, each worker with its own GPU (``CUDA_VISIBLE_DEVICES``) or its share of
-   the CPU cores (``OMP_NUM_THREADS``); by default one per GPU, else the cores
-   divided by one notebook's threads (one in the smoke and quick profiles).
+   pool, each worker with its own GPU (``CUDA_VISIBLE_DEVICES``) and its CPU
+   threads (``OMP_NUM_THREADS``: one in the smoke and quick profiles whatever N
+   is, so results do not depend on N); by default one per GPU, else the cores
+   divided by one notebook's threads.
 3. **stage**: ``_config.yml``, ``_toc.yml`` (entries whose file does not exist
    yet are dropped, notebooks no entry matches are appended), ``book/``, the
    executed notebooks and the assets are synced into ``_build/src`` (files whose
