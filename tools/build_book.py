@@ -16,10 +16,9 @@ Stages (each one timed and printed):
    re-running it. A failing notebook fails the build with its name and the
    cell's error (every notebook is still tried, so all failures show at once).
    ``--jobs N`` (``make book JOBS=N``) runs N notebooks at once in a process
-   pool, each worker with its own GPU (``CUDA_VISIBLE_DEVICES``) and its CPU
-   threads (``OMP_NUM_THREADS``: one in the smoke and quick profiles whatever N
-   is, so results do not depend on N); by default one per GPU, else the cores
-   divided by one notebook's threads.
+   pool, each worker with its own GPU (``CUDA_VISIBLE_DEVICES``) or its share of
+   the CPU cores (``OMP_NUM_THREADS``); by default one per GPU, else the cores
+   divided by one notebook's threads (one in the smoke and quick profiles).
 3. **stage**: ``_config.yml``, ``_toc.yml`` (entries whose file does not exist
    yet are dropped, notebooks no entry matches are appended), ``book/``, the
    executed notebooks and the assets are synced into ``_build/src`` (files whose
@@ -385,10 +384,8 @@ def notebook_sources(paths: Paths, only: list[str] | None = None) -> list[Path]:
 
 # ----------------------------------------------------------------------------- notebooks in parallel
 
-#: Threads one notebook uses on the CPU, by profile, whatever JOBS is: the number of threads changes
-#: the order of float sums, so a fixed number keeps the results the same with JOBS=1 and JOBS=2.
-#: The smoke and quick profiles train small MLPs, for which one thread is as fast as two (the AR1
-#: notebooks pin it); None: the cores shared out among the workers.
+#: Threads one notebook uses on the CPU, by profile. The smoke and quick profiles train small
+#: MLPs, for which one thread is as fast as two (the AR1 notebooks pin it); None: all cores.
 NOTEBOOK_THREADS = {"smoke": 1, "quick": 1, "paper": None}
 #: Seconds between two progress lines while notebooks run in parallel.
 PROGRESS_EVERY = 30.0
@@ -417,16 +414,15 @@ def default_jobs(run: Run, gpus: list[str], cores: int) -> int:
     return max(1, cores // threads)
 
 
-def worker_envs(jobs: int, gpus: list[str], cores: int, threads: int | None = None) -> list[dict[str, str]]:
-    """The kernel environment of each of ``jobs`` workers: its own GPU and its CPU threads.
-
-    ``threads``: each notebook's threads; None: its share of the cores (alone: the machine's default).
-    """
-    count = threads or (cores // jobs if jobs > 1 else None)
+def worker_envs(jobs: int, gpus: list[str], cores: int) -> list[dict[str, str]]:
+    """The kernel environment of each of ``jobs`` workers: its own GPU and its share of the cores."""
+    if jobs <= 1:
+        return [{}]  # one notebook at a time: the machine's defaults, as before
+    threads = str(max(1, cores // jobs))
     envs = []
     for slot in range(jobs):
-        env = {"OMP_NUM_THREADS": str(max(1, count)), "MKL_NUM_THREADS": str(max(1, count))} if count else {}
-        if gpus and jobs > 1:
+        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
         envs.append(env)
     return envs
@@ -479,7 +475,7 @@ def execute_notebooks(sources: list[Path], run: Run, paths: Paths, *, jobs: int,
     hashes = {"clutils_hash": clutils_digest(paths.root), "runtime_hash": runtime_digest()}
     _kernel_env(paths)
     jobs = max(1, min(jobs, len(sources)))  # a lone notebook keeps the whole machine
-    envs = worker_envs(jobs, gpus, cores, None if gpus else NOTEBOOK_THREADS[run.profile])
+    envs = worker_envs(jobs, gpus, cores)
     if jobs <= 1:
         return [execute_notebook(path, run, paths, force=force, env=envs[0], log=log, **hashes)
                 for path in sources]
