@@ -414,14 +414,20 @@ def default_jobs(run: Run, gpus: list[str], cores: int) -> int:
     return max(1, cores // threads)
 
 
-def worker_envs(jobs: int, gpus: list[str], cores: int) -> list[dict[str, str]]:
-    """The kernel environment of each of ``jobs`` workers: its own GPU and its share of the cores."""
-    if jobs <= 1:
-        return [{}]  # one notebook at a time: the machine's defaults, as before
-    threads = str(max(1, cores // jobs))
+def worker_envs(jobs: int, gpus: list[str], cores: int, threads: int | None = None) -> list[dict[str, str]]:
+    """The kernel environment of each of ``jobs`` workers: its own GPU and its share of the cores.
+
+    ``threads`` fixes one notebook's CPU threads whatever ``jobs`` is (the smoke and quick
+    profiles: 1), because the thread count changes the order of float sums and so the last
+    digits of every result: the book must compute the same numbers with JOBS=1 and JOBS=2.
+    Without it the workers share the cores, and a lone worker keeps the machine's defaults.
+    """
+    if jobs <= 1 and threads is None:
+        return [{}]
+    share = str(threads or max(1, cores // jobs))
     envs = []
-    for slot in range(jobs):
-        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    for slot in range(max(1, jobs)):
+        env = {"OMP_NUM_THREADS": share, "MKL_NUM_THREADS": share}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
         envs.append(env)
@@ -475,7 +481,7 @@ def execute_notebooks(sources: list[Path], run: Run, paths: Paths, *, jobs: int,
     hashes = {"clutils_hash": clutils_digest(paths.root), "runtime_hash": runtime_digest()}
     _kernel_env(paths)
     jobs = max(1, min(jobs, len(sources)))  # a lone notebook keeps the whole machine
-    envs = worker_envs(jobs, gpus, cores)
+    envs = worker_envs(jobs, gpus, cores, threads=None if gpus else NOTEBOOK_THREADS[run.profile])
     if jobs <= 1:
         return [execute_notebook(path, run, paths, force=force, env=envs[0], log=log, **hashes)
                 for path in sources]
