@@ -116,3 +116,18 @@ def test_a_hung_cell_fails_the_notebook_after_the_profiles_cell_timeout(project,
                                          log=lambda *_: None)
     assert result.status == "failed" and time.perf_counter() - start < 45
     assert "notebooks/demo_hung.ipynb" in result.error and "time.sleep(60)" in result.error
+
+
+def test_kernels_talk_over_unix_sockets_so_concurrent_starts_cannot_share_a_port(project):
+    """With TCP, two kernels started at once could pick the same free port (seen: "Address already
+    in use", and a client waiting forever on the wrong kernel); each kernel here gets its own socket."""
+    path = project.notebooks / "demo_transport.ipynb"
+    _write(path, [_params(), nbformat.v4.new_code_cell(
+        "import json, ipykernel.connect\n"
+        "info = json.loads(ipykernel.connect.get_connection_info())\n"
+        "print(info['transport'], len(info['ip']) < 100)")])
+    run = build_book.Run("smoke", "cpu", None, 0)
+    assert build_book.execute_notebook(path, run, project, log=lambda *_: None).status == "executed"
+    out = json.loads((project.executed(run) / "demo_transport.ipynb").read_text())
+    printed = "".join("".join(o.get("text", "")) for c in out["cells"] for o in c.get("outputs", []))
+    assert printed.strip() == "ipc True"

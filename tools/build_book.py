@@ -51,7 +51,9 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from importlib import metadata
 from pathlib import Path
 
@@ -242,6 +244,32 @@ class NotebookResult:
     error: str = ""
 
 
+def kernel_manager_class():
+    """A kernel manager whose kernels talk over Unix sockets with unique names, not TCP ports.
+
+    With TCP, jupyter_client picks free ports and releases them before the kernel binds them, so
+    two kernels started at once (``JOBS=2``, or two builds) can take the same port: one dies with
+    "Address already in use", or a client talks to the wrong kernel and waits forever. On
+    Windows, which has no Unix sockets, the default TCP manager is kept.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    if os.name != "posix":
+        return AsyncKernelManager
+
+    class UnixSocketKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        def _ip_default(self) -> str:
+            # A short path: a Unix socket's path may not exceed about 100 bytes.
+            folder = Path(tempfile.gettempdir()) / f"clutils-kernels-{os.getuid()}"
+            folder.mkdir(mode=0o700, exist_ok=True)
+            return str(folder / uuid.uuid4().hex[:12])
+
+    return UnixSocketKernelManager
+
+
 def _kernel_env(paths: Paths) -> Path:
     """A private ``python3`` kernelspec that runs *this* interpreter (user kernelspecs can't hijack it)."""
     spec_dir = paths.build / "jupyter" / "kernels" / "python3"
@@ -348,6 +376,7 @@ def execute_notebook(
             log_output=False,
             request_save_on_cell_execute=False,
             start_timeout=180,
+            kernel_manager_class=kernel_manager_class(),
             execution_timeout=CELL_TIMEOUT_S[run.profile],
         )
     except Exception as err:  # noqa: BLE001 - reported with the notebook's name
