@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .checkpoint import CheckpointError, differences, locked, read_checkpoint, write_checkpoint
 from .data.benchmarks import Benchmark, Task
 from .result import Result
-from .strategies.base import Batch, Strategy, TrainingData
+from .strategies.base import Batch, Step, Strategy, TrainingData
 
 OPTIMIZERS = ("adam", "sgd")
 DEVICE_TYPES = ("cpu", "cuda")
@@ -206,6 +206,10 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
                config: TrainConfig) -> tuple[list[float], list[float]]:
     """Train ``task`` for ``config.epochs_of(task.index)`` epochs.
 
+    Each step trains on the strategy's ``extend_batch`` of the current batch (replay appends
+    its samples; the task loss is the cross-entropy over all of them) and shows the strategy
+    the current batch with its logits afterwards (``observe``).
+
     Returns the mean task loss (cross-entropy) of each epoch and, apart, the mean penalty of
     each epoch, the same for every strategy. A strategy that adds its penalty's gradient itself
     (``applies_penalty_gradient``) has the penalty's value measured without a graph every
@@ -234,17 +238,19 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
             index = order[start:start + config.batch_size]
             xb, yb = x[index], y[index]
             tb = ids[index] if ids is not None and fixed_task is not None else fixed_task
-            logits = model(xb, tb)
-            loss = F.cross_entropy(logits, yb)
+            strategy.before_step(model, Step(task.index, epoch, epochs, step, steps))
+            xt, yt, tt = strategy.extend_batch(xb, yb, tb)
+            logits = model(xt, tt)
+            loss = F.cross_entropy(logits, yt)
             penalty = reported = None
             if strategy.applies_penalty_gradient:
                 if step % PENALTY_SAMPLE_EVERY == 0 or step == steps:
                     with torch.no_grad():  # the value only, for the report
-                        reported = strategy.penalty(model, Batch(xb, yb, tb, logits.detach()))
+                        reported = strategy.penalty(model, Batch(xt, yt, tt, logits.detach()))
                     penalty_seen += len(yb)
             else:
                 penalty_seen += len(yb)
-                penalty = reported = strategy.penalty(model, Batch(xb, yb, tb, logits))
+                penalty = reported = strategy.penalty(model, Batch(xt, yt, tt, logits))
             optimizer.zero_grad(set_to_none=True)
             if strategy.needs_task_gradient:
                 loss.backward()
@@ -256,11 +262,13 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
             strategy.after_backward(model)
             optimizer.step()
             strategy.after_step(model)
+            current = logits.detach()[:len(yb)]
+            strategy.observe(model, Batch(xb, yb, tb, current))
             loss_sum += loss.detach() * len(yb)
             if reported is not None:
                 penalty_sum += reported.detach() * len(yb)
             window += loss.detach()
-            correct += (logits.detach().argmax(1) == yb).sum()
+            correct += (current.argmax(1) == yb).sum()
             bar.update(1)
             if step % DIVERGENCE_CHECK_EVERY == 0 or step == steps:
                 window_sum, seen_sum, p_sum = torch.stack([window, loss_sum, penalty_sum]).tolist()

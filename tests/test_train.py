@@ -296,3 +296,52 @@ def test_a_strategy_that_restarts_the_model_restarts_the_optimiser(split_task):
     # each task's model starts from the initial weights *and* a fresh Adam state
     assert kept.accuracy_matrix == fresh.accuracy_matrix
     assert kept.epoch_losses == fresh.epoch_losses
+
+
+# --------------------------------------------------------------------- step hooks
+
+
+class _Recorder(make("naive").__class__):
+    """Naive training that replays the first batch it saw, and records what the loop tells it."""
+
+    name = "recorder"
+
+    def __init__(self):
+        super().__init__()
+        self.steps, self.trained_sizes, self.observed = [], [], []
+        self.kept = None
+
+    def before_step(self, model, step):
+        self.steps.append(step)
+
+    def extend_batch(self, x, y, task):
+        if self.kept is None:
+            return x, y, task
+        return torch.cat([x, self.kept[0]]), torch.cat([y, self.kept[1]]), task
+
+    def penalty(self, model, batch):
+        self.trained_sizes.append(len(batch.y))
+        return None
+
+    def observe(self, model, batch):
+        if self.kept is None:
+            self.kept = (batch.x[:5].clone(), batch.y[:5].clone())
+        self.observed.append((len(batch.y), batch.logits.shape, batch.x.shape[0]))
+
+
+def test_the_loop_reports_each_step_and_trains_on_the_extended_batch(split_task):
+    recorder = _Recorder()
+    run(split_task, recorder, batch_size=16, epochs=2)
+    n = len(split_task.tasks[0].train.y)
+    steps = -(-n // 16)
+    first_task = [s for s in recorder.steps if s.task == 0]
+    assert len(first_task) == 2 * steps
+    assert [s.step for s in first_task[:steps]] == list(range(1, steps + 1))
+    assert {s.steps for s in first_task} == {steps} and {s.epochs for s in first_task} == {2}
+    assert [s.epoch for s in first_task] == [0] * steps + [1] * steps
+    assert len(recorder.steps) == len(split_task) * 2 * steps
+    # The first step trains on its batch alone; every later one on its batch plus the 5 kept samples.
+    assert recorder.trained_sizes[0] == 16 and recorder.trained_sizes[1] == 16 + 5
+    # observe sees the current batch only, with one row of logits per current sample.
+    assert all(size == rows[0] == xs for size, rows, xs in recorder.observed)
+    assert recorder.observed[1][0] == 16

@@ -1,9 +1,12 @@
 """The strategy interface: hooks that the one training loop calls.
 
-A strategy changes what is trained on (``training_data``), adds a penalty to
-the task loss (``penalty``), watches gradients and optimiser steps
-(``after_task_backward``, ``after_step``), consolidates after a task
-(``after_task``) and may swap weights for evaluation (``before_eval`` ...).
+A strategy changes what is trained on (``training_data``), follows where the
+loop is within an epoch (``before_step``, for schedules such as HAT's annealed
+s), adds samples to each batch (``extend_batch``, for replay), adds a penalty
+to the task loss (``penalty``), watches gradients, optimiser steps and the
+batches trained on (``after_task_backward``, ``after_step``, ``observe``),
+consolidates after a task (``after_task``) and may swap weights for
+evaluation (``before_eval`` ...).
 Its state (``state_dict``) holds tensors and plain values only, so a run can
 be checkpointed with ``torch.save`` and resumed with ``weights_only=True``.
 """
@@ -31,6 +34,17 @@ class Batch:
     y: torch.Tensor
     task: int | torch.Tensor
     logits: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Step:
+    """Where the loop is: task index, epoch (from 0) of ``epochs``, step (from 1) of ``steps`` per epoch."""
+
+    task: int
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
 
 
 @dataclass
@@ -92,8 +106,21 @@ class Strategy:
     def before_task(self, model: torch.nn.Module, task: Task) -> None:
         """Before the first step of ``task``."""
 
+    def before_step(self, model: torch.nn.Module, step: Step) -> None:
+        """Before each step's forward pass (schedules within an epoch)."""
+
+    def extend_batch(self, x: torch.Tensor, y: torch.Tensor,
+                     task: int | torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor | None]:
+        """The inputs, targets and task id(s) the step trains on, in one loss.
+
+        Replay returns the current batch followed by its replayed samples (the
+        current samples must come first: the loop reads their logits as
+        ``logits[:len(y)]``). The default trains on the current batch alone.
+        """
+        return x, y, task
+
     def penalty(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor | None:
-        """Added to the task loss of every step (None: no penalty)."""
+        """Added to the task loss of every step (None: no penalty); ``batch`` is the extended batch."""
         return None
 
     def after_task_backward(self, model: torch.nn.Module) -> None:
@@ -104,6 +131,10 @@ class Strategy:
 
     def after_step(self, model: torch.nn.Module) -> None:
         """Right after the optimiser step."""
+
+    def observe(self, model: torch.nn.Module, batch: Batch) -> None:
+        """After ``after_step``: the current batch alone, with its logits from this step's forward pass
+        (detached; a replay buffer stores them at insertion time)."""
 
     def after_task(self, model: torch.nn.Module, task: Task, data: TrainingData) -> None:
         """After the last step of ``task`` (consolidation, importance, snapshots)."""
