@@ -41,7 +41,7 @@ def test_launch_buttons_and_repository_link():
 
 
 def test_toc_pages_exist_or_are_optional_chapters():
-    optional = {"book/alasso", "book/ar1"}  # written by other chapters; dropped until they land
+    optional = {"book/spp", "book/hat", "book/replay", "book/teaching"}  # chapters not written yet; dropped until they land
     files = []
 
     def walk(items):
