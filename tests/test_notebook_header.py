@@ -102,7 +102,7 @@ def test_the_colab_cell_installs_on_colab_only(monkeypatch):
     exec(source, {})
     (command,), kwargs = calls[0]
     assert command[:4] == [sys.executable, "-m", "pip", "install"]
-    assert command[-1] == f"clutils @ git+{URL}" and kwargs == {"check": True}
+    assert command[-1] == f"clutils[{notebook_header.COLAB_EXTRAS}] @ git+{URL}" and kwargs == {"check": True}
 
 
 def _parameters(env: dict[str, str], monkeypatch, injected: str = "") -> dict:

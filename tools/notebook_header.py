@@ -40,6 +40,8 @@ PARAMETERS_TAG = "parameters"
 #: The Colab cell's tags: its own, and myst-nb's tag that leaves it out of the rendered page.
 COLAB_TAGS = [COLAB_TAG, "remove-cell"]
 COLAB_CELL_ID = "colab-install"
+#: The extras the Colab cell installs: "book" brings myst-nb, whose glue some notebooks use.
+COLAB_EXTRAS = "book"
 
 #: The environment variables the parameters cell reads, with the parameter each one sets.
 ENVIRONMENT = {
@@ -57,7 +59,7 @@ import sys
 
 if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
-                    "clutils @ git+{url}"], check=True)'''
+                    "clutils[{extras}] @ git+{url}"], check=True)'''
 
 PARAMETERS_SOURCE = '''\
 # Parameters. papermill and the book build set them in a cell of their own right below this
@@ -95,7 +97,7 @@ def _lines(text: str) -> list[str]:
 def colab_cell(url: str, cell_id: str = COLAB_CELL_ID) -> dict:
     return {"cell_type": "code", "execution_count": None, "id": cell_id,
             "metadata": {"tags": list(COLAB_TAGS)}, "outputs": [],
-            "source": _lines(COLAB_SOURCE.format(url=url))}
+            "source": _lines(COLAB_SOURCE.format(url=url, extras=COLAB_EXTRAS))}
 
 
 def parameters_cell(cell_id: str) -> dict:
