@@ -104,6 +104,31 @@ class Claim:
             + (f"; criterion: {self.criterion}" if self.criterion else "")
         )
 
+    # A check as the last expression of a notebook cell reads as one sentence, not a repr:
+    # "✓ reproduced (core): <claim>. Measured <value>; paper: <figure>."
+    def verdict_text(self) -> str:
+        """"✓ reproduced" / "✗ not reproduced" (empirical), "✓ holds" / "✗ does not hold" (the others)."""
+        if self.counted:
+            return "✓ reproduced" if self.reproduced else "✗ not reproduced"
+        return "✓ holds" if self.reproduced else "✗ does not hold"
+
+    def sentence(self) -> str:
+        """The claim in one line: verdict, title, measured value and the paper's figure."""
+        core = " (core)" if self.core else ""
+        return f"{self.verdict_text()}{core}: {self.title}. Measured {self.measured}; paper: {self.paper}."
+
+    def _repr_markdown_(self) -> str:
+        core = " (core)" if self.core else ""
+        return (f"**{self.verdict_text()}**{core}: {_escape(self.title)}. Measured {_escape(self.measured)};"
+                f" paper: {_escape(self.paper)}.")
+
+    def _repr_html_(self) -> str:
+        colour = "#1a7f37" if self.reproduced else "#cf222e"
+        core = " <small>(core)</small>" if self.core else ""
+        return (f'<p class="clutils-claim"><span style="color:{colour};font-weight:bold">'
+                f"{_escape(self.verdict_text())}</span>{core}: {_escape(self.title)}. "
+                f"Measured {_escape(self.measured)}; paper: {_escape(self.paper)}.</p>")
+
 
 def _format(value) -> str:
     if isinstance(value, bool):

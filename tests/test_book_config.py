@@ -92,19 +92,25 @@ def _code(cell) -> str:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_starts_with_the_parameters_cell(path):
+def test_notebook_starts_with_the_colab_cell_then_the_parameters_cell(path, monkeypatch):
+    """The head written by tools/notebook_header.py; its defaults: quick, auto, seed 0, the paper's data."""
     nb = json.loads(path.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert code, f"{path.name} has no code cell"
-    first = code[0]
+    assert len(code) >= 2, f"{path.name} has no code cell after its head"
+    colab, first = code[0], code[1]
+    assert "colab-install" in colab.get("metadata", {}).get("tags", []), \
+        f"{path.name}: the first code cell must be the Colab cell (run tools/notebook_header.py)"
     assert "parameters" in first.get("metadata", {}).get("tags", []), \
-        f"{path.name}: the first code cell must be tagged 'parameters'"
+        f"{path.name}: the second code cell must be tagged 'parameters'"
     tree = ast.parse(_code(first))
+    names = [node.targets[0].id for node in tree.body if isinstance(node, ast.Assign)]
+    assert names == ["profile", "device", "seed", "dataset"], \
+        f"{path.name}: the parameters cell assigns the four parameters, in this order"
+    for variable in ("CLUTILS_PROFILE", "CLUTILS_DEVICE", "CLUTILS_SEED", "CLUTILS_DATASET"):
+        monkeypatch.delenv(variable, raising=False)
     assigned = {}
-    for node in tree.body:
-        assert isinstance(node, ast.Assign) and len(node.targets) == 1, \
-            f"{path.name}: the parameters cell may only assign the four parameters"
-        assigned[node.targets[0].id] = ast.literal_eval(node.value)
+    exec(compile(tree, path.name, "exec"), {}, assigned)
+    assigned.pop("os")
     assert assigned == {"profile": "quick", "device": "auto", "seed": 0, "dataset": None}, assigned
 
 

@@ -201,3 +201,27 @@ def test_every_notebook_claim_names_its_kind():
         core = keywords.get("core")
         if core is not None and getattr(core, "value", False) is True:
             assert keywords["kind"].value == "empirical" and "seeds" in keywords, notebook
+
+
+# ----------------------------------------------------------------------------- a check's display
+
+
+def test_a_check_displays_as_one_sentence_not_a_repr(tmp_path):
+    from IPython.core.formatters import format_display_data
+
+    card = Scorecard("Demo", profile="quick", device="cpu", dataset="digits", directory=tmp_path)
+    held = card.check("Fine-tuning forgets <task 1>", paper="Fig. 3", measured=0.213,
+                      reproduced=True, core=True)
+    failed = card.check("SI beats EWC", paper="Table 2", measured="40% vs 45%", reproduced=False)
+    analytic = card.check("The surrogate is exact at the start", paper="Eq. 4", measured="0.328 vs 0.328",
+                          reproduced=True, kind="analytic")
+    bundle, _ = format_display_data(held)
+    html, markdown = bundle["text/html"], bundle["text/markdown"]
+    for text in (html, markdown, held.sentence()):
+        assert "Claim(" not in text and "\n" not in text
+        assert "reproduced" in text and "0.213" in text and "Fig. 3" in text and "core" in text
+    assert "&lt;task 1&gt;" in html and "<task 1>" not in html  # the title is escaped
+    assert "#1a7f37" in html
+    failed_html = format_display_data(failed)[0]["text/html"]
+    assert "✗ not reproduced" in failed_html and "#cf222e" in failed_html and "core" not in failed_html
+    assert analytic.sentence().startswith("✓ holds: The surrogate is exact at the start. Measured 0.328 vs 0.328")

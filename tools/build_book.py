@@ -62,6 +62,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT))
 
 import book_matrix  # noqa: E402
+import book_timings  # noqa: E402
 import npm_assets  # noqa: E402
 
 #: Bump to invalidate every cached executed notebook.
@@ -693,6 +694,19 @@ def filter_toc(toc: dict, docs: set[str], notebooks: list[str]) -> tuple[dict, l
     return toc, dropped, orphans
 
 
+def local_extensions(root: Path) -> list[Path]:
+    """The files of the local Sphinx extensions that ``_config.yml`` names (``sphinx.local_extensions``)."""
+    import yaml
+
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    named = (config.get("sphinx") or {}).get("local_extensions") or {}
+    files = [root / folder / f"{name}.py" for name, folder in named.items()]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise BuildError(f"_config.yml names Sphinx extensions that do not exist: {', '.join(missing)}")
+    return files
+
+
 def stage_sources(paths: Paths, run: Run, results: list[NotebookResult], log=print) -> dict:
     """Sync everything the HTML build reads into ``_build/src``; return a summary."""
     import yaml
@@ -712,8 +726,10 @@ def stage_sources(paths: Paths, run: Run, results: list[NotebookResult], log=pri
             continue
         expected[src / "notebooks" / f"{result.name}.ipynb"] = executed_dir / f"{result.name}.ipynb"
         notebooks.append(f"notebooks/{result.name}")
-    # the local Sphinx extension named in _config.yml (sphinx.local_extensions)
-    expected[src / "tools" / "sphinx_offline.py"] = paths.root / "tools" / "sphinx_offline.py"
+    # the local Sphinx extensions named in _config.yml (sphinx.local_extensions)
+    extensions = local_extensions(paths.root)
+    for extension in extensions:
+        expected[src / extension.relative_to(paths.root)] = extension
     for extra in ("references.bib", "logo.png", "favicon.ico"):
         if (paths.root / extra).exists():
             expected[src / extra] = paths.root / extra
@@ -731,10 +747,10 @@ def stage_sources(paths: Paths, run: Run, results: list[NotebookResult], log=pri
         config.setdefault("repository", {})["branch"] = branch
     # Sphinx does not notice when an extension's code changes; an html-level config
     # value that does makes it rewrite every page.
-    extension = (paths.root / "tools" / "sphinx_offline.py").read_bytes()
+    extension = _sha(*(path.read_bytes() for path in extensions))
     sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {}) or {}
     config["sphinx"]["config"] = sphinx_config
-    sphinx_config.setdefault("html_context", {})["clutils_extension"] = _sha(extension)[:16]
+    sphinx_config.setdefault("html_context", {})["clutils_extension"] = extension[:16]
     expected[src / "_config.yml"] = yaml.safe_dump(config, sort_keys=False, allow_unicode=True).encode()
 
     # table of contents
@@ -785,6 +801,22 @@ def write_scorecard(paths: Paths, run: Run, results: list[NotebookResult], log=p
     _write_if_changed(paths.src / "book" / "_generated" / "scorecard.md", text.encode())
     log(f"  {len(claims)} claims from {len(with_claims)} notebooks: {scorecard.tally(claims)}")
     return claims
+
+
+def write_timings(paths: Paths, run: Run, results: list[NotebookResult], *, jobs: int | None,
+                  cores: int, html: bool, log=print) -> dict:
+    """Each notebook's time in this build (``tools/book_timings.py``): ``timings.json`` in the executed
+    folder and, for the HTML, the table that ``book/teaching.md`` includes."""
+    names = [r.name for r in results if r.status != "failed"]
+    timings = book_timings.collect(paths.executed(run), names, profile=run.profile, device=run.device,
+                                   dataset=run.dataset, seed=run.seed, cores=cores, jobs=jobs,
+                                   threads=NOTEBOOK_THREADS[run.profile])
+    book_timings.write_json(paths.executed(run) / "timings.json", timings)
+    if html:
+        _write_if_changed(paths.src / "book" / "_generated" / "timings.md",
+                          book_timings.to_markdown(timings).encode())
+    log(f"  timings of {len(names)} notebooks: {paths.executed(run) / 'timings.json'}")
+    return timings
 
 
 def build_html(paths: Paths, log=print) -> None:
@@ -905,12 +937,14 @@ def build(run: Run, paths: Paths, *, only: list[str] | None = None, chapter: str
                 stage_sources(paths, run, results, log=log)
             with timer.stage("scorecard"):
                 claims = write_scorecard(paths, run, results, log=log)
+                write_timings(paths, run, results, jobs=jobs, cores=cpu_cores(), html=True, log=log)
             with timer.stage("html (jupyter-book)"):
                 build_html(paths, log=log)
         else:
             from clutils import scorecard
 
             claims = scorecard.load(paths.executed(run) / "claims", [r.name for r in results])
+            write_timings(paths, run, results, jobs=jobs, cores=cpu_cores(), html=False, log=log)
         from clutils import scorecard
 
         broken = scorecard.core_failures(claims)

@@ -101,7 +101,31 @@ def unavailable(
         f"  - or set {ENV_VAR} (or pass root=...) to a folder that already holds the data;",
         "  - or pick a dataset that needs no download, such as 'digits'.",
     ]
+    lines += instead_hint(name)
     return DatasetUnavailableError("\n".join(lines), dataset=name, root=root)
+
+
+#: The line of a notebook's parameters cell that chooses the dataset (tools/notebook_header.py
+#: writes it; a test checks both say the same).
+NOTEBOOK_DATASET_LINE = 'dataset = os.environ.get("CLUTILS_DATASET") or None'
+
+
+def instead_hint(name: str) -> list[str]:
+    """How to run on another dataset instead of the missing ``name``: in a notebook, the line of
+    its parameters cell to change; on the command line, the option. Fashion-MNIST is proposed
+    (offline from Debian's package), or scikit-learn's digits when Fashion-MNIST is the one missing.
+    """
+    other = "digits" if name == "fashion-mnist" else "fashion-mnist"
+    return [
+        f"To run on {other!r} instead (every caption and scorecard row then says so):",
+        "  - in a notebook: in its parameters cell (the first cell after the title and the Colab",
+        "    cell), change the line",
+        f"        {NOTEBOOK_DATASET_LINE}",
+        "    to",
+        f'        dataset = "{other}"',
+        f"    and run the notebook again from the top (or start Jupyter with CLUTILS_DATASET={other});",
+        f"  - on the command line: `make book DATASET={other}`, or `python -m clutils run ... --dataset {other}`.",
+    ]
 
 
 @contextmanager
