@@ -67,9 +67,21 @@ def _need(condition: bool, reason: str) -> None:
 @pytest.fixture(scope="session")
 def smoke_book() -> Path:
     """Build the whole book in the smoke profile (the notebooks' executed copies are cached)."""
+    return build_smoke_book()
+
+
+@functools.lru_cache(maxsize=None)
+def build_smoke_book() -> Path:
+    """The build behind :func:`smoke_book`, run once per session by every module that imports the fixture.
+
+    ``BOOK_TEST_ONLY`` (globs separated by spaces, a developer's short loop) builds only
+    those notebooks: the checks that expect every notebook's page then fail, by design.
+    """
     dataset = os.environ.get("BOOK_TEST_DATASET", "fashion-mnist")
     command = [sys.executable, str(ROOT / "tools" / "build_book.py"), "--profile", "smoke",
                "--device", os.environ.get("BOOK_TEST_DEVICE", "auto"), "--dataset", dataset]
+    if os.environ.get("BOOK_TEST_ONLY", "").split():
+        command += ["--only", *os.environ["BOOK_TEST_ONLY"].split()]
     start = time.perf_counter()
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -178,45 +190,64 @@ async () => {
 """
 
 
-@pytest.fixture(scope="session")
-def visits(server: str, smoke_book: Path) -> dict[str, dict]:
-    """Open every page once; return what each one showed, keyed by its path."""
-    chromium = _chromium()
-    _need(chromium is not None, "Debian's chromium is not installed")
+def playwright_or_skip():
+    """Playwright's ``sync_playwright``, after checking that Debian's Chromium is there (skip, or fail in CI)."""
+    _need(_chromium() is not None, "Debian's chromium is not installed")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         _need(False, "the Python package playwright is not installed (pip install -e '.[test]')")
+    return sync_playwright
+
+
+def launch_chromium(p):
+    """Debian's headless Chromium through Playwright ``p`` (Playwright's own browser download is never used)."""
+    return p.chromium.launch(
+        executable_path=_chromium(),
+        args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    )
+
+
+def open_offline(context, server: str):
+    """A new page of ``context`` whose requests off ``server`` are blocked; returns (page, record).
+
+    ``record`` collects uncaught errors, console errors, blocked external URLs and
+    failed local requests, as the page runs.
+    """
+    host = urlparse(server).netloc
+    record: dict = {"errors": [], "console": [], "external": [], "failed": []}
+    page = context.new_page()
+
+    def route(r):
+        if urlparse(r.request.url).netloc == host or r.request.url.startswith(("data:", "blob:")):
+            r.continue_()
+        else:
+            record["external"].append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("pageerror", lambda err: record["errors"].append(str(err)))
+    page.on("console", lambda msg: record["console"].append(msg.text) if msg.type == "error" else None)
+    page.on("requestfailed", lambda req: record["failed"].append(
+        f"{req.url} ({req.failure})") if urlparse(req.url).netloc == host else None)
+    return page, record
+
+
+@pytest.fixture(scope="session")
+def visits(server: str, smoke_book: Path) -> dict[str, dict]:
+    """Open every page once; return what each one showed, keyed by its path."""
+    sync_playwright = playwright_or_skip()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for old in SCREENSHOTS.glob("*.png"):
         old.unlink()
-    host = urlparse(server).netloc
     results: dict[str, dict] = {}
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=chromium,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-        )
+        browser = launch_chromium(p)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         for path in _pages(smoke_book):
             rel = path.relative_to(smoke_book).as_posix()
-            record: dict = {"errors": [], "console": [], "external": [], "failed": []}
-            page = context.new_page()
-
-            def route(r, record=record):
-                if urlparse(r.request.url).netloc == host or r.request.url.startswith(("data:", "blob:")):
-                    r.continue_()
-                else:
-                    record["external"].append(r.request.url)
-                    r.abort()
-
-            page.route("**/*", route)
-            page.on("pageerror", lambda err, record=record: record["errors"].append(str(err)))
-            page.on("console", lambda msg, record=record: record["console"].append(msg.text)
-                    if msg.type == "error" else None)
-            page.on("requestfailed", lambda req, record=record: record["failed"].append(
-                f"{req.url} ({req.failure})") if urlparse(req.url).netloc == host else None)
+            page, record = open_offline(context, server)
             response = page.goto(server + rel, wait_until="load")
             record["status"] = response.status if response else None
             record.update(page.evaluate(PAGE_STATE_JS))

@@ -530,40 +530,55 @@ def plot_confusion_rows(results: Mapping[str, Result], size: float = 2.0, order_
     return fig
 
 
-def confusion_explorer(results: Mapping[str, Result], class_names: Iterable[str] | None = None):
-    """An ipywidgets explorer: pick a strategy and a batch, see its confusion matrix (live notebooks only)."""
-    import ipywidgets as widgets
+def confusion_explorer(results: Mapping[str, Result], class_names: Iterable[str] | None = None, *,
+                       dpi: int = 72, caption: str | None = None):
+    """Pick a strategy and a batch, see its confusion matrix: works on the static page and live.
+
+    Every (strategy, batch) matrix is drawn in advance and the controls are linked
+    to the figures in the browser (:func:`clutils.widgets.prerendered`), so the
+    widget needs no kernel. Each figure has its sentence as text under it;
+    ``caption`` (what was run) is appended to that sentence.
+    """
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    from .. import widgets
+
     labels = list(results)
     n = len(results[labels[0]].confusion)
-    strategy = widgets.Dropdown(options=labels, description="strategy")
-    batch = widgets.IntSlider(value=1, min=1, max=n, step=1, description="after batch")
-    out = widgets.Output()
+    given = list(class_names) if class_names else None
 
-    def draw(*_):
-        result = results[strategy.value]
+    def names_of(result: Result) -> list[str]:
+        return given or [str(c) for c in range(len(result.confusion[0]))]
+
+    def draw(strategy: str, batch: int):
+        result = results[strategy]
         order = class_order(result)
-        names = list(class_names) if class_names else [str(c) for c in range(len(result.confusion[0]))]
-        m = normalised_confusion(result, batch.value - 1)[np.ix_(order, order)]
-        with out:
-            out.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(5.2, 4.4))
-            sns.heatmap(m, ax=ax, cmap="magma", vmin=0, vmax=1, square=True,
-                        xticklabels=[names[c] for c in order], yticklabels=[names[c] for c in order],
-                        cbar_kws={"label": "share of the true class"})
-            ax.set_xlabel("predicted class")
-            ax.set_ylabel("true class")
-            share = last_batch_share(result)[batch.value - 1]
-            ax.set_title(f"{strategy.value}, after batch {batch.value}: "
-                         f"{100 * share:.0f}% predicted in the batch's classes", fontsize="small")
-            plt.show()
+        names = names_of(result)
+        m = normalised_confusion(result, batch - 1)[np.ix_(order, order)]
+        fig, ax = plt.subplots(figsize=(4.8, 4.0))
+        small = len(order) > 20
+        sns.heatmap(m, ax=ax, cmap="magma", vmin=0, vmax=1, square=True,
+                    xticklabels=[names[c] for c in order], yticklabels=[names[c] for c in order],
+                    cbar_kws={"label": "share of the true class"})
+        ax.tick_params(labelsize=5 if small else 7)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(f"{strategy}, after batch {batch}", fontsize="small")
+        return fig
 
-    strategy.observe(draw, names="value")
-    batch.observe(draw, names="value")
-    draw()
-    return widgets.VBox([widgets.HBox([strategy, batch]), out])
+    def sentence(strategy: str, batch: int) -> str:
+        result = results[strategy]
+        share = last_batch_share(result)[batch - 1]
+        k, top = column_band(result, batch - 1)
+        text = (f"{strategy}, after batch {batch}: {100 * share:.0f}% of the test predictions fall in the "
+                f"classes of batch {batch}; the most predicted class, {names_of(result)[k]}, takes {100 * top:.0f}%.")
+        return f"{text} {caption}" if caption else text
+
+    return widgets.prerendered(
+        draw, [widgets.dropdown("strategy", labels), widgets.slider("batch", range(1, n + 1), value=n,
+                                                                   labels=lambda b: f"after batch {b}")],
+        caption=sentence, dpi=dpi)
 
 
 def add_caption(fig, text: str) -> None:
