@@ -105,6 +105,22 @@ def strategy_color(name: str) -> str:
     return _EXTRA[digest % len(_EXTRA)]
 
 
+def variant_color(name: str, amount: float) -> str:
+    """A shade of strategy ``name``'s colour for a variant of it (an ablation, another setting).
+
+    ``amount`` in (0, 1) mixes the colour with white, in (-1, 0) with black; the
+    result keeps the strategy's hue, so a variant reads as "a kind of" its
+    strategy without taking another strategy's colour.
+    """
+    if not -1 < amount < 1:
+        raise ValueError(f"amount must lie in (-1, 1), got {amount}")
+    base = strategy_color(name).lstrip("#")
+    rgb = [int(base[i:i + 2], 16) for i in (0, 2, 4)]
+    target = 255 if amount > 0 else 0
+    mixed = [round(c + abs(amount) * (target - c)) for c in rgb]
+    return "#" + "".join(f"{c:02x}" for c in mixed)
+
+
 def strategy_palette(names: Iterable[str]) -> dict[str, str]:
     """``{name: colour}`` for seaborn's ``palette=`` argument, keeping the caller's spelling."""
     return {name: strategy_color(name) for name in names}

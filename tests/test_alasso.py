@@ -423,3 +423,22 @@ def test_the_quick_split_is_its_stand_in_on_every_machine(monkeypatch):
     assert calls[-1][1]["dataset"] == "mnist"
     ex.split_benchmark(presets.get("alasso-split", "paper")["cifar"])
     assert calls[-1][0] == "split-cifar10-100"
+
+
+def test_variants_are_shades_of_their_method_and_take_no_other_strategys_colour():
+    from clutils.experiments import alasso as ex
+    from clutils.style import STRATEGY_COLORS, strategy_color, variant_color
+
+    taken = set(STRATEGY_COLORS.values())
+    colours = {label: ex.method_color(label) for label in ex.VARIANTS}
+    assert not taken & set(colours.values()), colours
+    assert len(set(colours.values())) == len(colours)  # the ablations differ from each other
+    for label, (strategy, _) in ex.VARIANTS.items():
+        assert ex.method_style(label) != "-"  # and from their method's solid line
+        # a shade keeps the hue: the channels keep their order (no other strategy's colour)
+        base = [int(strategy_color(strategy)[i:i + 2], 16) for i in (1, 3, 5)]
+        shade = [int(colours[label][i:i + 2], 16) for i in (1, 3, 5)]
+        assert sorted(range(3), key=base.__getitem__) == sorted(range(3), key=shade.__getitem__) or len(set(base)) == 1
+    assert variant_color("alasso", 0.5) != variant_color("alasso", -0.5)
+    with pytest.raises(ValueError):
+        variant_color("alasso", 1.0)

@@ -23,12 +23,18 @@ import sphinx_offline  # noqa: E402
 
 #: A glue reference to another document: the notebook path and the key.
 REFERENCE = re.compile(r"\{glue(?::[a-z]+)?\}`([^`:]+)::([A-Za-z0-9_]+)")
+#: A glue directive pasting from another document (a figure): the key, then the ``:doc:`` path.
+DOC_REFERENCE = re.compile(r"```\{glue(?::[a-z]+)?\}\s+([A-Za-z0-9_]+)\n:doc:\s*(\S+)")
 
 
 def test_glued_documents_finds_roles_and_directives():
     text = ("A {glue:text}`../notebooks/a.ipynb::x:.1f` and {glue}`b.ipynb::y`, a local {glue:text}`z:.2f`,\n"
             "```{glue:figure} ../notebooks/c.ipynb::fig\n```\n")
     assert sphinx_offline.glued_documents(text) == ["../notebooks/a.ipynb", "../notebooks/c.ipynb", "b.ipynb"]
+    # a figure from another document: {glue:any} with the :doc: option (glue:figure reads its own page only)
+    figure = "```{glue:any} fig\n:doc: ../notebooks/d.ipynb\n```\n"
+    assert sphinx_offline.glued_documents(text + figure) == [
+        "../notebooks/a.ipynb", "../notebooks/c.ipynb", "../notebooks/d.ipynb", "b.ipynb"]
 
 
 def _glued_keys(notebook: Path) -> set[str]:
@@ -41,7 +47,8 @@ def _glued_keys(notebook: Path) -> set[str]:
 
 def test_every_glued_number_in_the_chapters_comes_from_a_notebook_that_glues_it():
     pages = sorted((ROOT / "book").glob("*.md"))
-    references = {page.name: REFERENCE.findall(page.read_text()) for page in pages}
+    references = {page.name: REFERENCE.findall(page.read_text())
+                  + [(path, key) for key, path in DOC_REFERENCE.findall(page.read_text())] for page in pages}
     for page, refs in references.items():
         for path, key in refs:
             notebook = (ROOT / "book" / path).resolve()
@@ -52,6 +59,15 @@ def test_every_glued_number_in_the_chapters_comes_from_a_notebook_that_glues_it(
     assert alasso == {"alasso_2_loss_asymmetry", "alasso_3_permuted_mnist"}
     text = (ROOT / "book" / "alasso.md").read_text()
     assert "8 to 12 points" not in text and "76 s" not in text
+
+
+def test_each_chapter_page_shows_its_key_figure_from_the_build():
+    """introduction.md and alasso.md paste a figure glued by an executed notebook, not a committed PNG."""
+    for page, notebook in (("introduction.md", "intro_forgetting"), ("alasso.md", "alasso_3_permuted_mnist")):
+        text = (ROOT / "book" / page).read_text()
+        figures = [(key, Path(path).stem) for key, path in DOC_REFERENCE.findall(text)]
+        assert any(stem == notebook for _, stem in figures), f"{page} pastes no figure from {notebook}"
+        assert ".png" not in text, f"{page} shows a committed image"
 
 
 def _glue_notebook(path: Path, value: float) -> None:

@@ -100,11 +100,14 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
 
 #: A myst-nb glue role or directive that pastes from another document: {glue:text}`path::key:fmt`.
 GLUE_FROM_DOC = re.compile(r"\{glue(?::[a-z]+)?\}`([^`:]+)::|```\{glue(?::[a-z]+)?\}\s+([^\s:]+)::")
+#: A glue directive with the ``:doc:`` option (the form ``{glue:any}`` needs to paste a figure
+#: from another document): the directive line, its other options, then ``:doc: path``.
+GLUE_DOC_OPTION = re.compile(r"[`:]{3,}\{glue(?::[a-z]+)?\}[^\n]*\n(?::[A-Za-z_-]+:[^\n]*\n)*?:doc:\s*(\S+)")
 
 
 def glued_documents(text: str) -> list[str]:
     """The documents (paths as written) whose glued values ``text`` pastes."""
-    return sorted({a or b for a, b in GLUE_FROM_DOC.findall(text)})
+    return sorted({a or b for a, b in GLUE_FROM_DOC.findall(text)} | set(GLUE_DOC_OPTION.findall(text)))
 
 
 def _depend_on_glued_documents(app, docname, source) -> None:

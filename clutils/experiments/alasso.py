@@ -359,14 +359,22 @@ def describe_run(benchmark: bm.Benchmark, settings: Mapping[str, Any], arch: str
 
 # ----------------------------------------------------------------------------- figures
 
+#: Variants of a method (ablations, dropout) -> (the strategy whose colour they shade, the shade).
+VARIANTS = {"SGD+dropout": ("naive", 0.45), "asymmetry only": ("alasso", 0.5),
+            "exact Omega only": ("alasso", -0.45), "no decoupling": ("alasso", 0.3)}
+#: Line styles of the variants, so that they differ from their method's solid line in grey print too.
+VARIANT_STYLES = {"SGD+dropout": "-.", "asymmetry only": "--", "exact Omega only": "-.", "no decoupling": ":"}
+
+
 #: Colour and line style per display name: the book's strategy colours, upper bounds in black/grey.
 def method_color(label: str) -> str:
-    from ..style import strategy_color
+    from ..style import strategy_color, variant_color
 
-    fixed = {"single_task": "#555555", "multi_task": "#000000", "SGD+dropout": "#b0b0b0",
-             "asymmetry only": "#e69f00", "exact Omega only": "#cc79a7", "no decoupling": "#882255"}
+    fixed = {"single_task": "#555555", "multi_task": "#000000"}
     if label in fixed:
         return fixed[label]
+    if label in VARIANTS:  # a shade of the strategy it varies, never another strategy's colour
+        return variant_color(*VARIANTS[label])
     if label.startswith("SI"):
         return strategy_color("si")
     if label.startswith("ALASSO") or label.startswith("a="):
@@ -375,6 +383,8 @@ def method_color(label: str) -> str:
 
 
 def method_style(label: str) -> str:
+    if label in VARIANT_STYLES:
+        return VARIANT_STYLES[label]
     return "--" if label in ("single_task", "multi_task") or "tuned" in label else "-"
 
 
