@@ -153,7 +153,7 @@ def confusion_rows(rows: Mapping[str, Sequence[np.ndarray]], class_names: Sequen
     names = [_short(c) for c in (class_names if class_names is not None else [str(c) for c in range(k)])]
     if len(names) != k:
         raise ValueError(f"{len(names)} class names for {k} classes")
-    fontsize = max(6.0, min(8.0, 20.0 * size / min(k, 20)))
+    fontsize = max(7.0, min(9.0, 24.0 * size / min(k, 20)))
     fig, axes = plt.subplots(len(labels), n, figsize=(size * n + 1.4, size * len(labels) + 0.9), squeeze=False)
     vmax = vmax if vmax is not None else max(float(np.max(m)) for label in labels for m in rows[label])
     image = None
@@ -167,10 +167,10 @@ def confusion_rows(rows: Mapping[str, Sequence[np.ndarray]], class_names: Sequen
                               extent=(0, k, k, 0), interpolation="nearest")
             if groups:
                 for edge in np.cumsum(groups)[:-1]:
-                    ax.axhline(edge, color="#bbbbbb", lw=0.5)
-                    ax.axvline(edge, color="#bbbbbb", lw=0.5)
-            ax.grid(False)
+                    ax.axhline(edge, color="#dddddd", lw=0.9)
+                    ax.axvline(edge, color="#dddddd", lw=0.9)
             _class_ticks(ax, names, x=r == len(labels) - 1, y=i == 0, fontsize=fontsize)
+            ax.grid(False)  # after the ticks: new ticks would bring the theme's grid back
             if r == 0:
                 ax.set_title(titles[i] if titles else f"after batch {i + 1}", fontsize="small")
             if i == 0:

@@ -750,3 +750,20 @@ def test_ablations_have_colours_of_their_own():
                                                                               "naive-zero-init")}
     assert not set(colours) & set(others.values())
     assert ex.color("cwr+ (both)") == ex.color("cwr+") and ex.color("naive | random init") == ex.color("naive")
+
+
+def test_the_chapter_page_shows_a_figure_its_notebook_glues():
+    """The landing page's key figure is pasted from part 2 (``glue:any`` with ``:doc:``), not a committed PNG."""
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "book" / "ar1.md").read_text()
+    pasted = re.findall(r"```\{glue:any\}\s+(\S+)\n:doc:\s+(\S+)", page)
+    assert pasted, "book/ar1.md shows no figure from the build"
+    for key, doc in pasted:
+        notebook = json.loads((root / "book" / doc).resolve().read_text())
+        code = "".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+        assert re.search(r'\bglue\(\s*"' + re.escape(key) + '"', code), f"{doc} does not glue {key}"
+    assert ".png" not in page
