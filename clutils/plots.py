@@ -111,10 +111,84 @@ def per_task_curves(result: Result, ax=None, title: str | None = None):
     return fig
 
 
+def _class_ticks(ax, names: Sequence[str], x: bool, y: bool, fontsize: float) -> None:
+    """Class names as tick labels (x: rotated under the matrix, y: left of it); none where not asked.
+
+    Beyond 20 classes only every few classes are labelled (CORe50's 50 would not fit).
+    """
+    step = int(np.ceil(len(names) / 20))
+    ticks = np.arange(0, len(names), step) + 0.5
+    shown = list(names)[::step]
+    ax.set_xticks(ticks if x else [])
+    ax.set_yticks(ticks if y else [])
+    if x:
+        ax.set_xticklabels(shown, rotation=90, fontsize=fontsize)
+    if y:
+        ax.set_yticklabels(shown, rotation=0, fontsize=fontsize)
+    ax.tick_params(length=0, pad=1)
+
+
+def _short(name: str, width: int = 10) -> str:
+    name = str(name)
+    return name if len(name) <= width else name[: width - 1] + "\u2026"
+
+
+def confusion_rows(rows: Mapping[str, Sequence[np.ndarray]], class_names: Sequence[str] | None = None,
+                   titles: Sequence[str] | None = None, groups: Sequence[int] | None = None,
+                   size: float = 2.2, vmax: float | None = 1.0, cbar_label: str = "share of the true class",
+                   suptitle: str | None = None):
+    """Rows of confusion matrices (one row per label, one column per step), with class labels and a colour bar.
+
+    Each matrix is drawn as given (rows: true class, columns: predicted class, already normalised
+    and ordered). ``class_names`` label the axes (in the matrices' order; shortened to ten
+    characters), on the first column and the last row only; ``groups`` (class counts per batch,
+    in that order) draws thin lines between the batches' classes. One colour bar serves every
+    panel (a shared scale, ``vmax``: 1 for row-normalised matrices).
+    """
+    labels = list(rows)
+    if not labels or not all(len(rows[label]) for label in labels):
+        raise ValueError("no confusion matrices to draw")
+    n = max(len(rows[label]) for label in labels)
+    k = np.asarray(rows[labels[0]][0]).shape[0]
+    names = [_short(c) for c in (class_names if class_names is not None else [str(c) for c in range(k)])]
+    if len(names) != k:
+        raise ValueError(f"{len(names)} class names for {k} classes")
+    fontsize = max(7.0, min(9.0, 24.0 * size / min(k, 20)))
+    fig, axes = plt.subplots(len(labels), n, figsize=(size * n + 1.4, size * len(labels) + 0.9), squeeze=False)
+    vmax = vmax if vmax is not None else max(float(np.max(m)) for label in labels for m in rows[label])
+    image = None
+    for r, label in enumerate(labels):
+        for i in range(n):
+            ax = axes[r][i]
+            if i >= len(rows[label]):
+                ax.axis("off")
+                continue
+            image = ax.imshow(np.asarray(rows[label][i], dtype=float), cmap="magma", vmin=0, vmax=vmax,
+                              extent=(0, k, k, 0), interpolation="nearest")
+            if groups:
+                for edge in np.cumsum(groups)[:-1]:
+                    ax.axhline(edge, color="#dddddd", lw=0.9)
+                    ax.axvline(edge, color="#dddddd", lw=0.9)
+            _class_ticks(ax, names, x=r == len(labels) - 1, y=i == 0, fontsize=fontsize)
+            ax.grid(False)  # after the ticks: new ticks would bring the theme's grid back
+            if r == 0:
+                ax.set_title(titles[i] if titles else f"after batch {i + 1}", fontsize="small")
+            if i == 0:
+                ax.set_ylabel(f"{label}\ntrue class", fontsize="small")
+            if r == len(labels) - 1:
+                ax.set_xlabel("predicted class", fontsize="small")
+    fig.tight_layout(rect=(0, 0, 1 - 0.9 / fig.get_figwidth(), 1))
+    bar = fig.add_axes((1 - 0.75 / fig.get_figwidth(), 0.15, 0.15 / fig.get_figwidth(), 0.7))
+    fig.colorbar(image, cax=bar, label=cbar_label)
+    if suptitle:
+        fig.suptitle(suptitle, y=1 + 0.3 / fig.get_figheight())
+    return fig
+
+
 def confusion_grid(matrices: Sequence[np.ndarray] | Result, class_names: Sequence[str] | None = None,
                    ncols: int = 5, normalise: bool = True, titles: Sequence[str] | None = None,
                    suptitle: str | None = None, size: float = 2.2):
-    """A grid of confusion matrices, one per training step (AR1 Figs. 10-12).
+    """A grid of confusion matrices, one per training step (AR1 Figs. 10-12), with class labels and a colour bar.
 
     Rows are true classes, columns predicted ones; with ``normalise`` each row
     sums to one, so a column band shows where predictions go.
@@ -122,27 +196,25 @@ def confusion_grid(matrices: Sequence[np.ndarray] | Result, class_names: Sequenc
     mats = matrices.confusion_matrices() if isinstance(matrices, Result) else np.asarray(matrices)
     if len(mats) == 0:
         raise ValueError("no confusion matrices: train with TrainConfig(record_confusion=True)")
-    n = len(mats)
-    ncols = min(ncols, n)
-    nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        if k >= n:
-            ax.axis("off")
-            continue
-        m = mats[k].astype(float)
-        if normalise:
-            m = m / np.clip(m.sum(1, keepdims=True), 1, None)
-        sns.heatmap(m, ax=ax, cmap="magma", vmin=0, vmax=1 if normalise else None, cbar=False,
-                    square=True, xticklabels=False, yticklabels=False)
-        ax.set_title(titles[k] if titles else f"after batch {k + 1}", fontsize="small")
-        if k % ncols == 0:
-            ax.set_ylabel("true class")
-        if k >= n - ncols:
-            ax.set_xlabel("predicted class")
-    if suptitle:
-        fig.suptitle(suptitle)
-    fig.tight_layout()
+    if class_names is None and isinstance(matrices, Result):
+        class_names = matrices.benchmark.get("class_names") or None
+    mats = [m.astype(float) / np.clip(m.sum(1, keepdims=True), 1, None) if normalise else m.astype(float)
+            for m in mats]
+    ncols = min(ncols, len(mats))
+    chunks = {"": mats} if len(mats) <= ncols else {
+        f"steps {s + 1}-{min(s + ncols, len(mats))}": mats[s:s + ncols] for s in range(0, len(mats), ncols)}
+    if titles is None:
+        titles = [f"after batch {i + 1}" for i in range(len(mats))]
+    fig = confusion_rows(chunks, class_names, titles=titles if len(chunks) == 1 else None, size=size,
+                         vmax=1.0 if normalise else None,
+                         cbar_label="share of the true class" if normalise else "test images",
+                         suptitle=suptitle)
+    if len(chunks) > 1:
+        for r, ax_row in enumerate(np.asarray(fig.axes[:-1]).reshape(len(chunks), ncols)):
+            for i, ax in enumerate(ax_row):
+                step = r * ncols + i
+                if step < len(mats):
+                    ax.set_title(titles[step], fontsize="small")
     return fig
 
 

@@ -44,6 +44,16 @@ STRATEGY_COLORS: dict[str, str] = {
     "gem": "#88ccee",
 }
 
+#: The AR1 chapter's ablations (CWR with one of CWR+'s two changes, naive fine-tuning with zero
+#: init: Section 3.2, Appendix E) get colours of their own, none of another strategy's, so that a
+#: figure never shows an ablation in the colour of the method it is compared with.
+AR1_ABLATION_COLORS: dict[str, str] = {
+    "cwr-zero-init": "#6b8e23",  # CWR + zero init
+    "cwr-mean-shift": "#b8a0d0",  # CWR + mean-shift
+    "naive-zero-init": "#3d3d3d",  # naive fine-tuning with a zero output layer
+}
+STRATEGY_COLORS.update(AR1_ABLATION_COLORS)
+
 #: Spelling variants accepted by :func:`strategy_color`.
 ALIASES: dict[str, str] = {
     "finetune": "naive",

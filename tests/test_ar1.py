@@ -668,3 +668,102 @@ def test_ar1_leaves_batch_norm_gamma_and_beta_unprotected_unless_asked():
     assert set(make("ar1").protected(model)) == {"body.0.weight", "body.0.bias"}
     assert set(make("ar1", protect_norm=True).protected(model)) == {
         "body.0.weight", "body.0.bias", "body.1.weight", "body.1.bias"}
+
+
+# ----------------------------------------------------------------------------- the chapter page and its figures
+
+
+def _included_objects(page: str) -> list[tuple[str, str]]:
+    """(path, object) of every ``literalinclude`` with ``:pyobject:`` on a MyST page."""
+    import re
+
+    return re.findall(r"```\{literalinclude\}\s+(\S+)\n(?::[a-z-]+:.*\n)*?:pyobject:\s+(\S+)", page)
+
+
+def _defines(source: str, dotted: str) -> bool:
+    """Whether ``source`` defines the function or class ``dotted`` (``Class.method`` for a method)."""
+    import ast
+
+    scope: list = ast.parse(source).body
+    for part in dotted.split("."):
+        found = [node for node in scope if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == part]
+        if not found:
+            return False
+        scope = found[0].body
+    return True
+
+
+def test_the_chapter_page_includes_code_that_exists():
+    """book/ar1.md pulls its code from clutils by object name: every object must be there."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "book" / "ar1.md").read_text()
+    included = _included_objects(page)
+    objects = {obj for _, obj in included}
+    # the formulas of the issue: CWR+'s consolidation and zero init, SI's Eq. 9-11, Eq. 7's decay, Eq. 5
+    assert {"ConsolidatedHead.consolidate", "ConsolidatedHead.reset_temporary", "SISIT.batch_importance",
+            "SISIT.normalise", "ClippedImportance.consolidate_importance", "QuadraticPenalty.after_backward",
+            "lwf_lambdas", "AR1.after_task"} <= objects
+    for path, obj in included:
+        source = (root / "book" / path).resolve()
+        assert source.is_file(), f"book/ar1.md includes {path}, which does not exist"
+        assert _defines(source.read_text(), obj), f"{path} defines no {obj} (book/ar1.md includes it)"
+    assert not _defines("class A:\n    def f(self): pass\n", "A.g")  # the check can fail
+
+
+def test_confusion_rows_draw_class_labels_and_one_colour_bar():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from clutils import plots
+
+    rng = np.random.default_rng(0)
+    rows = {"naive": [rng.random((4, 4)) for _ in range(3)], "ewc": [rng.random((4, 4)) for _ in range(3)]}
+    names = ["zero", "one", "two", "three"]
+    fig = plots.confusion_rows(rows, names, groups=[2, 2])
+    panels, bar = fig.axes[:-1], fig.axes[-1]
+    assert len(panels) == 6 and bar.get_ylabel() == "share of the true class"
+    assert [t.get_text() for t in panels[0].get_yticklabels()] == names  # first column: true classes
+    assert [t.get_text() for t in panels[-1].get_xticklabels()] == names  # last row: predicted classes
+    assert panels[1].get_yticklabels() == [] or not panels[1].get_yticks().size
+    plt.close(fig)
+    with pytest.raises(ValueError, match="class names"):
+        plots.confusion_rows(rows, names[:3])
+    # a run's matrices, sorted by batch: the labels follow the class order
+    C = [np.eye(4, dtype=int).tolist(), np.eye(4, dtype=int).tolist()]
+    r = fake_result([[1, 0], [1, 1]], [20, 20], [[2, 3], [0, 1]], C)
+    fig = ex.plot_confusion_rows({"cwr": r}, class_names=names)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["two", "three", "zero", "one"]
+    plt.close(fig)
+
+
+def test_ablations_have_colours_of_their_own():
+    from clutils.style import STRATEGY_COLORS
+
+    ablations = ["cwr + zero init", "cwr + mean-shift", "naive | zero init"]
+    colours = [ex.color(label) for label in ablations]
+    assert len(set(colours)) == len(colours)
+    others = {name: c for name, c in STRATEGY_COLORS.items() if name not in ("cwr-zero-init", "cwr-mean-shift",
+                                                                              "naive-zero-init")}
+    assert not set(colours) & set(others.values())
+    assert ex.color("cwr+ (both)") == ex.color("cwr+") and ex.color("naive | random init") == ex.color("naive")
+
+
+def test_the_chapter_page_shows_a_figure_its_notebook_glues():
+    """The landing page's key figure is pasted from part 2 (``glue:any`` with ``:doc:``), not a committed PNG."""
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "book" / "ar1.md").read_text()
+    pasted = re.findall(r"```\{glue:any\}\s+(\S+)\n:doc:\s+(\S+)", page)
+    assert pasted, "book/ar1.md shows no figure from the build"
+    for key, doc in pasted:
+        notebook = json.loads((root / "book" / doc).resolve().read_text())
+        code = "".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+        assert re.search(r'\bglue\(\s*"' + re.escape(key) + '"', code), f"{doc} does not glue {key}"
+    assert ".png" not in page

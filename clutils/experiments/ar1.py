@@ -388,9 +388,11 @@ def strategy_key(label: str) -> str:
 
 
 def color(label: str) -> str:
-    from ..style import strategy_color
+    """The label's own colour where the book has one (an ablation: ``"cwr + zero init"``), else its strategy's."""
+    from ..style import STRATEGY_COLORS, normalise_strategy, strategy_color
 
-    return strategy_color(strategy_key(label))
+    own = normalise_strategy(label.replace(" + ", " ").replace(" | ", " "))
+    return STRATEGY_COLORS[own] if own in STRATEGY_COLORS else strategy_color(strategy_key(label))
 
 
 def describe_setup(setup: Mapping[str, Any], benchmark: bm.Benchmark) -> str:
@@ -502,32 +504,25 @@ def class_order(result: Result) -> list[int]:
 
 
 def plot_confusion_rows(results: Mapping[str, Result], size: float = 2.0, order_by_batch: bool = True,
-                        title: str | None = None):
-    """Figures 10-12: one row of confusion matrices per strategy, one column per batch."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+                        title: str | None = None, class_names: Iterable[str] | None = None):
+    """Figures 10-12: one row of confusion matrices per strategy, one column per batch.
+
+    Classes are sorted in the order the batches bring them (``order_by_batch``), labelled with
+    ``class_names`` (class ids when None), thin lines between batches; one colour bar.
+    """
+    from ..plots import confusion_rows
 
     labels = list(results)
-    n = len(next(iter(results.values())).confusion)
-    fig, axes = plt.subplots(len(labels), n, figsize=(size * n + 1.6, size * len(labels) + 0.4), squeeze=False)
-    for r, label in enumerate(labels):
-        result = results[label]
-        order = class_order(result) if order_by_batch else list(range(len(result.confusion[0])))
-        for i in range(n):
-            ax = axes[r][i]
-            m = normalised_confusion(result, i)[np.ix_(order, order)]
-            sns.heatmap(m, ax=ax, cmap="magma", vmin=0, vmax=1, cbar=False, square=True,
-                        xticklabels=False, yticklabels=False)
-            if r == 0:
-                ax.set_title(f"after batch {i + 1}", fontsize="small")
-            if i == 0:
-                ax.set_ylabel(f"{label}\ntrue class", fontsize="small")
-            if r == len(labels) - 1:
-                ax.set_xlabel("predicted class", fontsize="small")
-    fig.tight_layout()
-    if title:
-        fig.suptitle(title, y=1 + 0.45 / fig.get_figheight())
-    return fig
+    first = results[labels[0]]
+    order = class_order(first) if order_by_batch else list(range(len(first.confusion[0])))
+    for label in labels[1:]:
+        if order_by_batch and class_order(results[label]) != order:
+            raise ValueError(f"{label} has another class order than {labels[0]}: draw them separately")
+    rows = {label: [normalised_confusion(results[label], i)[np.ix_(order, order)]
+                    for i in range(len(results[label].confusion))] for label in labels}
+    names = list(class_names) if class_names else [str(c) for c in range(len(first.confusion[0]))]
+    groups = [len(c) for c in first.benchmark["classes_per_task"]] if order_by_batch else None
+    return confusion_rows(rows, [names[c] for c in order], groups=groups, size=size, suptitle=title)
 
 
 def confusion_explorer(results: Mapping[str, Result], class_names: Iterable[str] | None = None, *,
@@ -589,6 +584,22 @@ def add_caption(fig, text: str) -> None:
 
     width = max(60, int(fig.get_figwidth() * 15))
     put(fig, textwrap.fill(text, width))
+
+
+def show_figure(fig, caption: str, title: str | None = None) -> None:
+    """Show ``fig``, then its caption as text on the page: **title.** caption.
+
+    ``title`` defaults to the figure's suptitle. The caption is a Markdown output under the
+    figure (readable, searchable, translated with the page), not pixels in the PNG.
+    """
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    if title is None and getattr(fig, "_suptitle", None) is not None:
+        title = fig._suptitle.get_text()
+    plt.show()
+    head = f"**{title.rstrip('.')}.** " if title else ""
+    display(Markdown(f"{head}{caption}"))
 
 
 def strategy_settings(setup: Mapping[str, Any]):
