@@ -209,3 +209,17 @@ def test_sgd_f_freezes_the_body_after_the_first_task():
     body = [n for n in snapshots[0] if n.startswith("body.")]
     assert all(torch.equal(snapshots[0][n], snapshots[-1][n]) for n in body)
     assert not torch.equal(snapshots[0]["head.heads.2.weight"], snapshots[-1]["head.heads.2.weight"])
+
+
+def test_code_excerpts_on_the_chapter_page_are_verbatim_from_the_implementation():
+    """book/spp.md shows the code next to the formulas; it must not drift from the module."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "book" / "spp.md").read_text()
+    source = (root / "clutils" / "strategies" / "spp.py").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    assert len(blocks) >= 4
+    for block in blocks:
+        assert block.strip("\n") in source, f"excerpt not found in clutils/strategies/spp.py:\n{block}"
