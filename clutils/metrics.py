@@ -143,3 +143,39 @@ def confusion_matrix(true, predicted, n_classes: int) -> np.ndarray:
     true = np.asarray(true, dtype=np.int64)
     predicted = np.asarray(predicted, dtype=np.int64)
     return np.bincount(true * n_classes + predicted, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+# ----------------------------------------------------------------------------- SPP (Peng et al.)
+
+
+def forward_transfer_joint(R, joint) -> float:
+    """SPP's FWT, Eq. 7 of Peng et al.: 1/(T-1) sum_{i=1}^{T-1} (P_{i,i} - m_i).
+
+    ``P_{i,i} = R[i-1, i-1]`` is the accuracy on task i right after learning it and ``m_i``
+    (``joint[i-1]``) the accuracy on task i of a multi-task *joint* model, the paper's measure
+    of how hard task i is. Unlike GEM's FWT (:func:`forward_transfer`, against an untrained
+    model on a task not learnt yet) it compares a task just learnt with joint training: negative
+    values mean the method learns new tasks worse than joint training does. The sum runs over
+    the first T-1 tasks, as Eq. 7 is written.
+    """
+    R = _square(R)
+    T = len(R)
+    if T < 2:
+        return 0.0
+    m = _reference(R, joint)
+    return float(np.mean([R[i, i] - m[i] for i in range(T - 1)]))
+
+
+def stability_smt(R) -> float:
+    """SPP's SMT, Eq. 9 of Peng et al.: 1/(T-1) sum_{j=1}^{T-1} D_j.
+
+    The paper calls ``D_j`` "the variance of one task for sequential learning, which reflects the
+    performance fluctuations of a task"; here ``D_j`` is the (population) variance of task j's
+    accuracy over the rows from the one that learnt it to the last, ``var(R[j-1:, j-1])``, for
+    the first T-1 tasks (the last task has a single row). Lower is more stable.
+    """
+    R = _square(R)
+    T = len(R)
+    if T < 2:
+        return 0.0
+    return float(np.mean([R[j:, j].var() for j in range(T - 1)]))
