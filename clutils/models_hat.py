@@ -275,12 +275,13 @@ class HATResNet(HATNet):
 
     ``widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2)`` is ResNet-18 (its CIFAR form: a
     3x3 stem, no initial max-pool; 20 conv layers with a BN each, the report's count); the
-    quick profile's stand-in is narrow and shallow. ``bn``: ``"shared"`` or ``"task"``.
+    quick profile's stand-in is narrow and shallow, with a stride-2 stem (``stem_stride``) to
+    halve the map on a CPU. ``bn``: ``"shared"`` or ``"task"``.
     """
 
     def __init__(self, in_channels: int, n_tasks: int, head_sizes: Sequence[int], masked: bool = True,
                  bn: str = "shared", widths: Sequence[int] = (64, 128, 256, 512),
-                 blocks: Sequence[int] = (2, 2, 2, 2)):
+                 blocks: Sequence[int] = (2, 2, 2, 2), stem_stride: int = 1):
         if len(widths) != len(blocks) or not widths:
             raise ValueError(f"one block count per stage: widths {widths}, blocks {blocks}")
         names: dict[str, int] = {"stem": widths[0]}
@@ -296,7 +297,7 @@ class HATResNet(HATNet):
                 c_in = w
         super().__init__(n_tasks, head_sizes, names, masked)
         self.bn_mode = bn
-        self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, stem_stride, 1, bias=False)
         self.stem_bn = TaskBatchNorm(widths[0], n_tasks, bn)
         self.keys = [key for key, *_ in plan]
         self.blocks = nn.ModuleList(Block(ci, co, st, n_tasks, bn) for _, ci, co, st in plan)
@@ -335,11 +336,11 @@ HAT_ARCHITECTURES = ("mlp", "alexnet", "resnet")
 def build_hat_model(benchmark, arch: str = "mlp", *, masked: bool = True, seed: int | None = None,
                     hidden: Sequence[int] = (400, 400), dropout: float = 0.0, bn: str = "shared",
                     widths: Sequence[int] = (64, 128, 256, 512), blocks: Sequence[int] = (2, 2, 2, 2),
-                    width: float = 1.0, fc: int = 2048) -> HATNet:
+                    stem_stride: int = 1, width: float = 1.0, fc: int = 2048) -> HATNet:
     """A gated (``masked``) or plain network for a task-incremental ``benchmark``.
 
     ``arch``: ``"mlp"`` (``hidden``, ``dropout``), ``"alexnet"`` (``width``, ``fc``) or
-    ``"resnet"`` (``widths``, ``blocks``, ``bn``). With ``seed`` the initial weights come
+    ``"resnet"`` (``widths``, ``blocks``, ``bn``, ``stem_stride``). With ``seed`` the initial weights come
     from that seed; the same seed gives the same weights masked or not, except the gates.
     """
     if arch not in HAT_ARCHITECTURES:
@@ -357,4 +358,4 @@ def build_hat_model(benchmark, arch: str = "mlp", *, masked: bool = True, seed: 
     channels, size = shape[0], shape[-1]
     if arch == "alexnet":
         return HATAlexNet(channels, size, n_tasks, heads, masked, width, fc)
-    return HATResNet(channels, n_tasks, heads, masked, bn, widths, blocks)
+    return HATResNet(channels, n_tasks, heads, masked, bn, widths, blocks, stem_stride)

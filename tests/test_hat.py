@@ -178,3 +178,17 @@ def test_mask_overlap_counts_shared_units():
     O = mask_overlap(per_task)
     assert O[0, 1].item() == pytest.approx(1 / 3) and O[1, 0].item() == pytest.approx(0.5)
     assert math.isnan(mask_overlap({0: {"l": torch.zeros(3)}})[0, 0].item())
+
+
+def test_code_excerpts_on_the_chapter_page_are_verbatim_from_the_implementation():
+    """book/hat.md shows the code next to the formulas; it must not drift from the modules."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "book" / "hat.md").read_text()
+    source = "\n".join((root / "clutils" / p).read_text() for p in ("strategies/hat.py", "models_hat.py"))
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    assert len(blocks) >= 5
+    for block in blocks:
+        assert block.strip("\n") in source, f"excerpt not found in the HAT modules:\n{block}"
