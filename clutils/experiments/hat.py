@@ -51,7 +51,7 @@ def benchmark(settings: Mapping[str, Any], dataset: str | None = None, seed: int
     """
     if settings.get("data", "split") == "split" or dataset is not None:
         return make_benchmark("split-mnist", dataset=dataset or settings["dataset"], n_tasks=settings["tasks"],
-                              train_per_class=settings["train_per_class"],
+                              classes_per_task=settings.get("classes_per_task", 2), train_per_class=settings["train_per_class"],
                               test_per_class=settings["test_per_class"], seed=seed, root=root)
     first = bm.split(load_dataset("cifar10", root), 5, "task", seed=seed)
     second = bm.split(load_dataset("cifar100", root), 5, "task", seed=seed)
@@ -151,9 +151,16 @@ def random_accuracies(benchmark_: bm.Benchmark) -> list[float]:
     return out
 
 
+#: The joint reference is floored at chance + this: a joint model at chance (only in smoke runs of a few
+#: steps) would make the ratio's denominator zero.
+JOINT_FLOOR = 0.01
+
+
 def forgetting_ratio(result: Result, joint: np.ndarray, random: list[float]) -> np.ndarray:
-    """rho^{<=t} for t = 1..T (:func:`clutils.metrics.forgetting_ratio`)."""
-    return metrics.forgetting_ratio(result.R[:, : len(random)], joint, random)
+    """rho^{<=t} for t = 1..T (:func:`clutils.metrics.forgetting_ratio`), the joint accuracies floored
+    at ``A_R + JOINT_FLOOR``."""
+    floor = np.asarray(random)[None, :] + JOINT_FLOOR
+    return metrics.forgetting_ratio(result.R[:, : len(random)], np.maximum(joint, floor), random)
 
 
 def output_drift(recorder: Recorder, task: int = 0) -> float:

@@ -11,8 +11,8 @@ from the seed), the AlexNet-like net and ResNet-18 as in the report, plain SGD l
 batch 64, up to 200 epochs with the validation schedule of the authors' code (not yet in
 the loop: see the chapter), on a GPU.
 
-``quick``: a stand-in on the CPU: split Fashion-MNIST (5 tasks of 2 classes, 200 training
-images per class), the gated MLP 784-256-256 and a narrow ResNet (widths 8 and 16, one block
+``quick``: a stand-in on the CPU: split Fashion-MNIST (5 tasks of 2 classes, 500 training
+images per class, 5 epochs), the gated MLP 784-256-256 and a narrow ResNet (widths 8 and 16, one block
 per stage, stride-2 stem), a fixed number of epochs, the paper's HAT constants.
 """
 from ..strategies.recipes import recipe_of
@@ -29,12 +29,12 @@ _MLP = {"MLP-SGD": ("mlp", "naive", False, "shared"), "MLP-HAT": ("mlp", "hat", 
 
 define(
     "hat-forgetting",
-    smoke={**_TRAIN, "data": "split", "dataset": "digits", "tasks": 3, "train_per_class": 20, "test_per_class": 10,
-           "epochs": 2, "joint_epochs": 2, "hidden": [32, 32], "resnet": {"widths": [4, 8], "blocks": [1, 1],
+    smoke={**_TRAIN, "data": "split", "dataset": "digits", "tasks": 3, "train_per_class": 40, "test_per_class": 10,
+           "epochs": 3, "joint_epochs": 3, "hidden": [32, 32], "resnet": {"widths": [4, 8], "blocks": [1, 1],
                                                                          "stem_stride": 1},
            "alexnet": None, "methods": {**_MLP, **_RESNET}},
-    quick={**_TRAIN, "data": "split", "dataset": "fashion-mnist", "tasks": 5, "train_per_class": 200,
-           "test_per_class": 100, "epochs": 8, "joint_epochs": 8, "hidden": [256, 256],
+    quick={**_TRAIN, "data": "split", "dataset": "fashion-mnist", "tasks": 5, "train_per_class": 500,
+           "test_per_class": 100, "epochs": 5, "joint_epochs": 5, "hidden": [256, 256],
            "resnet": {"widths": [8, 16], "blocks": [1, 1], "stem_stride": 2},
            "alexnet": None, "methods": {**_MLP, **_RESNET}},
     paper={**_TRAIN, "data": "cifar10-100", "dataset": None, "tasks": 10, "train_per_class": None,
