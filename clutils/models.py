@@ -158,6 +158,9 @@ def zero_init_head(model: ContinualModel) -> None:
 
 
 ARCHITECTURES = ("mlp", "cifarnet")
+# The HAT chapter: gated networks with one head per task (clutils.models_hat), task-incremental only.
+HAT_ARCHS = {"hat-mlp": "mlp", "hat-alexnet": "alexnet", "hat-resnet": "resnet"}
+ARCHITECTURES = ARCHITECTURES + tuple(HAT_ARCHS)
 
 
 def build_model(benchmark: Benchmark, arch: str = "mlp", hidden: Sequence[int] = (2000, 2000),
@@ -169,6 +172,9 @@ def build_model(benchmark: Benchmark, arch: str = "mlp", hidden: Sequence[int] =
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
+    if arch in HAT_ARCHS:  # the HAT chapter's gated networks (clutils.models_hat)
+        from .models_hat import build_hat_model
+        return build_hat_model(benchmark, HAT_ARCHS[arch], hidden=hidden, dropout=dropout, seed=seed, **body_options)
     if seed is not None:
         torch.manual_seed(seed)
     shape = benchmark.input_shape

@@ -8,6 +8,7 @@ from .registry import REGISTRY, UnknownStrategyError, make, register, strategy_n
 # Importing a module registers the strategies it defines.
 from . import alasso, baselines, si, ar1, cwr, sit, ewc, lwf, mas  # noqa: E402,F401
 from . import spp  # noqa: E402,F401  (SPP and its SGD-F baseline)
+from . import hat  # noqa: E402,F401  (HAT chapter)
 
 __all__ = [
     "Batch", "Strategy", "TrainingData", "UnknownHyperparameterError",

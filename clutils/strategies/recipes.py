@@ -112,6 +112,12 @@ RECIPES: dict[str, Recipe] = {
     "mas": Recipe(**_ALASSO_ADAM, hp={"lam": 1.0, "samples": 200}, paper={"hp": {"samples": 1000}}),
 }
 
+# --- the HAT chapter (task-incremental split Fashion-MNIST / CIFAR, gated networks of clutils.models_hat):
+# the paper's and the authors' code's plain SGD, lr 0.05, batch 64, no momentum and no weight decay (either
+# would move parameters whose gradient HAT's masks set to zero); c and s_max at the paper's 0.75 and 400.
+RECIPES["hat"] = Recipe(chapter="hat", optimizer="sgd", lr=0.05, batch_size=64, hp={"c": 0.75, "s_max": 400.0},
+                        tuned_on="not tuned: the paper's constants")
+
 
 # --- the SPP chapter (task-incremental split Fashion-MNIST, MLP with dropout 0.5, quick profile):
 # plain SGD as the paper (its lr searched in {0.1, 0.01, 0.001}); lam is the quick profile's (see
