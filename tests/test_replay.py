@@ -363,3 +363,22 @@ def test_the_buffer_survives_checkpoint_and_resume_bit_identically(name, tmp_pat
             assert torch.equal(value, state_b[store][key]), key
         else:
             assert value == state_b[store][key], key
+
+
+# ----------------------------------------------------------------------------- the chapter page
+
+
+def test_code_excerpts_on_the_chapter_page_are_verbatim_from_the_implementation():
+    """book/replay.md shows the code next to the formulas; it must not drift from the modules."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "book" / "replay.md").read_text()
+    sources = [(root / "clutils" / "buffers.py").read_text()]
+    sources += [p.read_text() for p in sorted((root / "clutils" / "strategies" / "replay").glob("*.py"))]
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    assert len(blocks) >= 6
+    for block in blocks:
+        assert any(block.strip("\n") in source for source in sources), f"excerpt not found in the replay code:\n{block}"
+    assert "## Deep generative replay" in page and "replay_9_generative.ipynb" in page
