@@ -75,6 +75,18 @@ AVALANCHE = {
     "lwf": ("LwF", {"alpha": 1.0, "temperature": 2.0}),
 }
 
+# --- the replay chapter: ER, DER, A-GEM and GEM (run them with --strategies er,der,a-gem,gem)
+# beside Avalanche 0.6's Replay, DER, AGEM and GEM with the same memory (200 samples; A-GEM's
+# reference batch as large as the training batch). ER and DER process twice the samples of a
+# step, so their per-step target is 2.2x naive's; A-GEM's extra forward/backward, 2.5x.
+TARGETS.update({"er": {"step": 2.2}, "der": {"step": 2.2}, "a-gem": {"step": 2.5}})
+AVALANCHE.update({
+    "er": ("Replay", {"mem_size": 200}),
+    "der": ("DER", {"mem_size": 200, "alpha": 0.2, "beta": 0.0}),
+    "a-gem": ("AGEM", {"patterns_per_exp": 200 // 3, "sample_size": 256}),
+    "gem": ("GEM", {"patterns_per_exp": 200 // 3, "memory_strength": 0.5}),
+})
+
 # Avalanche against a bare loop as the issue measured it earlier on this
 # machine (3 permuted tasks, 1 epoch each); printed beside today's figures.
 ISSUE_AVALANCHE = {

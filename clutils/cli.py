@@ -276,7 +276,7 @@ def _valid_task_counts(benchmark: str, dataset: str | None, n_classes: int | Non
     from .data.named import BENCHMARKS
 
     spec = BENCHMARKS[benchmark]
-    if spec.kind == "permuted":
+    if spec.kind in ("permuted", "rotated"):  # any number of tasks
         return None
     if spec.kind == "split-cifar10-100":
         return list(range(1, 12))

@@ -15,7 +15,7 @@ class UnknownBenchmarkError(ValueError):
 
 @dataclass(frozen=True)
 class BenchmarkSpec:
-    kind: str  # "permuted" | "split" | "split-cifar10-100"
+    kind: str  # "permuted" | "rotated" | "split" | "split-cifar10-100"
     dataset: str
     n_tasks: int
     scenario: str
@@ -40,6 +40,9 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "split-tiny-imagenet": BenchmarkSpec("split", "tiny-imagenet", 30, "task",
                                          "Tiny ImageNet's classes in wnids order, 6 per task (ALASSO Table E)",
                                          classes_per_task=6),
+    # The replay chapter (Buzzega et al. 2020's R-MNIST): each task rotates every image by its own angle.
+    "rotated-mnist": BenchmarkSpec("rotated", "mnist", 20, "domain",
+                                   "MNIST rotated by a fixed random angle in [0, 180) degrees per task (DER, GEM)"),
     "core50-nc": BenchmarkSpec("split", "core50-objects", 9, "class",
                                "CORe50 NC: its 50 objects as classes, 10 in the first batch then 5 per batch (AR1)",
                                first=10, shuffle_classes=True),
@@ -117,6 +120,9 @@ def make_benchmark(name: str, *, n_tasks: int | None = None, dataset: str | None
     data = load(dataset or spec.dataset)
     if spec.kind == "permuted":
         result = bm.permuted(data, n_tasks, seed=seed, first_unpermuted=first_unpermuted)
+    elif spec.kind == "rotated":
+        from .rotated import rotated  # the replay chapter's benchmark, self-contained
+        result = rotated(data, n_tasks, seed=seed)
     elif per_task is not None:
         _check_fixed_groups(name, n_tasks, per_task, data.n_classes)
         classes = bm.class_groups(data.n_classes, data.n_classes, seed if spec.shuffle_classes else None)

@@ -56,3 +56,4 @@ from . import benchmarks  # noqa: E402,F401  (first: the others build on it)
 from . import alasso, intro, ar1  # noqa: E402,F401
 from . import spp  # noqa: E402,F401
 from . import hat  # noqa: E402,F401  (HAT chapter)
+from . import replay  # noqa: E402,F401  (the replay chapter)

@@ -9,6 +9,7 @@ from .registry import REGISTRY, UnknownStrategyError, make, register, strategy_n
 from . import alasso, baselines, si, ar1, cwr, sit, ewc, lwf, mas  # noqa: E402,F401
 from . import spp  # noqa: E402,F401  (SPP and its SGD-F baseline)
 from . import hat  # noqa: E402,F401  (HAT chapter)
+from . import replay  # noqa: E402,F401  (ER, DER, DER++, A-GEM, GEM, iCaRL: the replay chapter)
 
 __all__ = [
     "Batch", "Strategy", "TrainingData", "UnknownHyperparameterError",

@@ -130,6 +130,20 @@ RECIPES["spp"] = Recipe(**_SPP_SGD, hp={"lam": 30.0, "batch_size": 100},
 RECIPES["sgd-f"] = Recipe(**_SPP_SGD)
 
 
+# --- the replay chapter (class-incremental split Fashion-MNIST, MLP 784-100-100-10, quick profile):
+# the DER authors' setting for sequential MNIST (plain SGD, batch 10, a replay batch as large, one
+# epoch, a maximal head); lr 0.03 and alpha/beta are their Appendix values for DER/DER++ at buffer 200.
+_REPLAY_SGD = dict(chapter="replay", optimizer="sgd", lr=0.03, batch_size=10,
+                   tuned_on="5 class-incremental tasks of split Fashion-MNIST, 600 images a class, 1 epoch")
+RECIPES.update({
+    "er": Recipe(**_REPLAY_SGD, hp={"buffer_size": 200}),
+    "der": Recipe(**_REPLAY_SGD, hp={"buffer_size": 200, "alpha": 0.2}),
+    "der++": Recipe(**_REPLAY_SGD, hp={"buffer_size": 200, "alpha": 0.2, "beta": 1.0}),
+    "a-gem": Recipe(**_REPLAY_SGD, hp={"buffer_size": 200}),
+    "gem": Recipe(**_REPLAY_SGD, hp={"buffer_size": 200, "margin": 0.5}),
+})
+
+
 def recipe_of(name: str, profile: str = "quick") -> Recipe | None:
     """The recipe of strategy ``name`` under ``profile`` (None: the strategy has none)."""
     recipe = RECIPES.get(name)
