@@ -7,6 +7,7 @@ from .registry import REGISTRY, UnknownStrategyError, make, register, strategy_n
 
 # Importing a module registers the strategies it defines.
 from . import alasso, baselines, si, ar1, cwr, sit, ewc, lwf, mas  # noqa: E402,F401
+from . import generative  # noqa: E402,F401  (deep generative replay: the replay chapter)
 
 __all__ = [
     "Batch", "Strategy", "TrainingData", "UnknownHyperparameterError",
