@@ -54,3 +54,4 @@ def get(experiment: str, profile: str) -> dict[str, Any]:
 # Importing a module defines its presets.
 from . import benchmarks  # noqa: E402,F401  (first: the others build on it)
 from . import alasso, intro, ar1  # noqa: E402,F401
+from . import generative  # noqa: E402,F401  (the replay chapter's deep generative replay)
