@@ -10,6 +10,7 @@ from . import alasso, baselines, si, ar1, cwr, sit, ewc, lwf, mas  # noqa: E402,
 from . import spp  # noqa: E402,F401  (SPP and its SGD-F baseline)
 from . import hat  # noqa: E402,F401  (HAT chapter)
 from . import replay  # noqa: E402,F401  (ER, DER, DER++, A-GEM, GEM, iCaRL: the replay chapter)
+from . import generative  # noqa: E402,F401  (deep generative replay: the replay chapter)
 
 __all__ = [
     "Batch", "Strategy", "TrainingData", "UnknownHyperparameterError",
