@@ -64,3 +64,8 @@ def test_file_names_are_not_alt_text():
     assert sphinx_alt_text.needs_alt(nodes.image(uri="a.png", alt="_images/abc123.png"))
     assert sphinx_alt_text.needs_alt(nodes.image(uri="a.png"))
     assert not sphinx_alt_text.needs_alt(nodes.image(uri="a.png", alt="Accuracy after each task"))
+
+
+def test_a_caption_paragraph_may_say_caption():
+    caption = nodes.paragraph("", "Caption: the confusion matrix after each batch.")
+    assert _alts(_document(_cell(), caption)) == ["Caption: the confusion matrix after each batch."]

@@ -38,8 +38,6 @@ PATHS = build_book.Paths(ROOT, ROOT / "_build")
 #: The longest nbval may run on all notebooks (a busy 2-core machine; about two minutes on a free one).
 TIMEOUT_S = 3600
 
-pytestmark = pytest.mark.slow
-
 
 def checked_ids(nb: dict) -> list[str]:
     return [c["id"] for c in nb["cells"] if CHECK_TAG in c.get("metadata", {}).get("tags", [])]
@@ -90,6 +88,16 @@ def _tiny(reference: str) -> dict:
     return notebook_header.with_canonical_head(nb, notebook_header.repository_url())
 
 
+def test_a_plain_pytest_run_collects_no_notebook():
+    """Only this module runs the notebooks under nbval: the default run's paths hold no notebook."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert config["testpaths"] == ["tests"] and not list((ROOT / "tests").rglob("*.ipynb"))
+    assert "nbval" not in config.get("addopts", "")
+
+
+@pytest.mark.slow
 def test_a_checked_output_must_match_and_the_parameters_come_from_the_environment(tmp_path):
     good, bad = tmp_path / "good" / "notebooks", tmp_path / "bad" / "notebooks"
     for folder, reference in ((good, "smoke fashion-mnist 0\n"), (bad, "quick None 0\n")):
@@ -101,6 +109,7 @@ def test_a_checked_output_must_match_and_the_parameters_come_from_the_environmen
     assert failed.returncode != 0 and "quick None 0" in failed.stdout, failed.stdout[-4000:]
 
 
+@pytest.mark.slow
 def test_every_notebook_runs_top_to_bottom_as_a_student_runs_it(tmp_path):
     folder = tmp_path / "notebooks"
     folder.mkdir()

@@ -741,6 +741,11 @@ def stage_sources(paths: Paths, run: Run, results: list[NotebookResult], log=pri
         server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
         repo_url = f"{server}/{os.environ['GITHUB_REPOSITORY']}"
     if repo_url:
+        configured = str((config.get("repository") or {}).get("url", "")).rstrip("/")
+        if repo_url.rstrip("/") != configured:
+            log(f"  note: the launch buttons point to {repo_url}, but the notebooks' Colab cells install "
+                f"from {configured} (_config.yml's repository.url); to make them agree, set repository.url "
+                "and run tools/notebook_header.py")
         config.setdefault("repository", {})["url"] = repo_url
     branch = os.environ.get("BOOK_BRANCH")
     if branch:

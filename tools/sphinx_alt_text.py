@@ -7,7 +7,8 @@ missing or a file name gets, in this order:
 
 1. the caption of the figure it belongs to (a ``{glue:figure}`` or ``{figure}`` with a caption);
 2. the caption written under the notebook cell that drew it: the first paragraph after the
-   cell, when it starts with "Figure" or "Fig." (the book's captions are text on the page);
+   cell, when it starts with "Figure", "Fig." or "Caption" (the book's captions are text on
+   the page);
 3. otherwise a description of where it is: "Figure k of <page title>: <section title>",
    so that no image is left without alt text.
 
@@ -20,8 +21,8 @@ import re
 from docutils import nodes
 
 MAX_CHARS = 300
-#: A paragraph that is a figure's caption ("Figure 3.", "**Figure:** ...", "Fig. 2 ...").
-CAPTION = re.compile(r"^\s*(figure|fig\.)", re.IGNORECASE)
+#: A paragraph that is a figure's caption ("Figure 3.", "**Figure:** ...", "Fig. 2 ...", "*Caption:* ...").
+CAPTION = re.compile(r"^\s*(figure|fig\.|caption)", re.IGNORECASE)
 #: Alt text that is only a file name or path (myst-nb's default), to be replaced.
 FILE_NAME = re.compile(r"^[\w./\\-]+\.(png|jpe?g|gif|svg|webp)$", re.IGNORECASE)
 
