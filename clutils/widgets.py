@@ -250,17 +250,23 @@ def prerendered(render: Callable[..., Any], controls: Sequence[Control], *,
     states: list[dict] = []
     stacks: list[list[ipywidgets.Stack]] = [[] for _ in specs]
     total = 0
+    # One layout (and one caption style) shared by all the containers, images and captions: the
+    # saved state stores every model in full, so a model per widget would add ~1 kB per state.
+    plain = ipywidgets.Layout()
+    image_layout = ipywidgets.Layout(max_width=max_width, align_self="flex-start")  # natural size, never stretched
+    caption_style = ipywidgets.widgets.widget_string.HTMLStyle()
 
     def leaf(state: dict) -> ipywidgets.Widget:
         nonlocal total
         png = _as_png(render(**state), state, dpi, colors)
         total += len(png)
         states.append(dict(state))
-        image = ipywidgets.Image(value=png, format="png", layout=ipywidgets.Layout(max_width=max_width))
+        image = ipywidgets.Image(value=png, format="png", layout=image_layout)
         if caption is None:
             return image
-        text = ipywidgets.HTML(f'<p class="prerendered-caption">{html.escape(str(caption(**state)))}</p>')
-        return ipywidgets.VBox([image, text])
+        text = ipywidgets.HTML(f'<p class="prerendered-caption">{html.escape(str(caption(**state)))}</p>',
+                               layout=plain, style=caption_style)
+        return ipywidgets.VBox([image, text], layout=plain)
 
     def level(depth: int, state: dict) -> ipywidgets.Widget:
         spec = specs[depth]
@@ -268,7 +274,7 @@ def prerendered(render: Callable[..., Any], controls: Sequence[Control], *,
         for value in spec.values:
             inner = {**state, spec.name: value}
             children.append(leaf(inner) if depth == len(specs) - 1 else level(depth + 1, inner))
-        stack = ipywidgets.Stack(children, selected_index=spec.index)
+        stack = ipywidgets.Stack(children, selected_index=spec.index, layout=plain)
         stacks[depth].append(stack)
         return stack
 

@@ -136,6 +136,9 @@ def test_saved_widget_state_holds_the_links_and_every_image(viewer):
     assert (f"IPY_MODEL_{viewer.controls['name'].model_id}", "index") in sources
     ids = {leaf.children[0].model_id for leaf in _leaves(viewer)}
     assert ids <= set(state), "every pre-rendered image is part of the saved state"
+    layouts = {leaf.layout.model_id for leaf in _leaves(viewer)} | {leaf.children[0].layout.model_id
+                                                                    for leaf in _leaves(viewer)}
+    assert len(layouts) == 2, "the leaves share their layouts (one model each for images and containers)"
 
 
 def test_too_many_states_fail_before_drawing(calls):

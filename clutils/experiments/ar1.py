@@ -526,7 +526,7 @@ def plot_confusion_rows(results: Mapping[str, Result], size: float = 2.0, order_
 
 
 def confusion_explorer(results: Mapping[str, Result], class_names: Iterable[str] | None = None, *,
-                       dpi: int = 72, caption: str | None = None):
+                       dpi: int = 90, caption: str | None = None):
     """Pick a strategy and a batch, see its confusion matrix: works on the static page and live.
 
     Every (strategy, batch) matrix is drawn in advance and the controls are linked
@@ -556,7 +556,7 @@ def confusion_explorer(results: Mapping[str, Result], class_names: Iterable[str]
         sns.heatmap(m, ax=ax, cmap="magma", vmin=0, vmax=1, square=True,
                     xticklabels=[names[c] for c in order], yticklabels=[names[c] for c in order],
                     cbar_kws={"label": "share of the true class"})
-        ax.tick_params(labelsize=5 if small else 7)
+        ax.tick_params(labelsize=5 if small else 8)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         ax.set_title(f"{strategy}, after batch {batch}", fontsize="small")
