@@ -86,12 +86,18 @@ def train_config(settings: Mapping[str, Any], seed: int = 0) -> TrainConfig:
                        seed=seed, progress=False)
 
 
+def buffer_changes(label: str, settings: Mapping[str, Any], buffer: int | None) -> dict[str, Any]:
+    """The preset's per-buffer changes of ``label`` (the DER authors' values per buffer size)."""
+    return dict(settings.get("per_buffer", {}).get(label, {}).get(buffer, {}))
+
+
 def strategy_for(label: str, settings: Mapping[str, Any], buffer: int | None = None):
     """The strategy of display name ``label`` with the preset's hyperparameters (and ``buffer``)."""
     spec = settings["hp"][label]
     hp = dict(spec["hp"])
     if label in BUFFERED and buffer is not None:
         hp["buffer_size"] = int(buffer)
+        hp.update({k: v for k, v in buffer_changes(label, settings, buffer).items() if k != "lr"})
     return make(spec["strategy"], **hp)
 
 
@@ -100,8 +106,9 @@ def run(label: str, bench: bm.Benchmark, settings: Mapping[str, Any], *, buffer:
     """Train a fresh MLP on ``bench`` with method ``label``; returns the result and the strategy."""
     model = build_model(bench, hidden=tuple(settings["hidden"]), seed=seed)
     strategy = strategy_for(label, settings, buffer)
+    lr = buffer_changes(label, settings, buffer).get("lr") if label in BUFFERED else None
     started = time.perf_counter()
-    result = fit(model, bench, strategy, train_config(settings, seed), device=device,
+    result = fit(model, bench, strategy, train_config({**settings, "lr": lr or settings["lr"]}, seed), device=device,
                  meta={"label": label, "buffer": buffer})
     result.timings["wall_seconds"] = [time.perf_counter() - started]
     return result, strategy
