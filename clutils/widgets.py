@@ -221,7 +221,7 @@ class Prerendered(ipywidgets.VBox):
 
 def prerendered(render: Callable[..., Any], controls: Sequence[Control], *,
                 caption: Callable[..., str] | None = None, max_states: int = MAX_STATES,
-                max_bytes: int = MAX_BYTES, dpi: int = 72, colors: int | None = 256,
+                max_bytes: int = MAX_BYTES, dpi: int = 80, colors: int | None = 256,
                 max_width: str = "100%") -> Prerendered:
     """Render ``render(**state)`` for every state of ``controls`` and link the controls to the figures in the browser.
 

@@ -75,7 +75,8 @@ def build_smoke_book() -> Path:
     """The build behind :func:`smoke_book`, run once per session by every module that imports the fixture.
 
     ``BOOK_TEST_ONLY`` (globs separated by spaces, a developer's short loop) builds only
-    those notebooks: the checks that expect every notebook's page then fail, by design.
+    those notebooks: the checks that expect every notebook's page (and the links to the
+    pages left out) then fail, by design; the widget tests need only their three notebooks.
     """
     dataset = os.environ.get("BOOK_TEST_DATASET", "fashion-mnist")
     command = [sys.executable, str(ROOT / "tools" / "build_book.py"), "--profile", "smoke",
