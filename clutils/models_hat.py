@@ -119,6 +119,7 @@ class HATNet(nn.Module):
         self.gates = nn.ModuleDict({name: Gates(n_tasks, units) for name, units in gate_sizes.items()}) \
             if masked else nn.ModuleDict()
         self.s = 1.0
+        self._needs_id: bool | None = None
         self.last_gates: dict[str, torch.Tensor] = {}
         self._head_sizes = list(head_sizes)
 
@@ -131,8 +132,9 @@ class HATNet(nn.Module):
         return {name: gate(task, s) for name, gate in self.gates.items()}
 
     def forward(self, x: torch.Tensor, task=None) -> torch.Tensor:
-        needs_id = self.masked or any(isinstance(m, TaskBatchNorm) and m.mode == "task" for m in self.modules())
-        if needs_id:
+        if self._needs_id is None:  # gates or per-task batch norm: one task id per batch
+            self._needs_id = self.masked or any(isinstance(m, TaskBatchNorm) and m.mode == "task" for m in self.modules())
+        if self._needs_id:
             t = _task_int(task)
             gates = self.attention(t, self.s)
             self.last_gates = gates

@@ -164,7 +164,7 @@ def test_default_strategies_are_the_registered_targets(speed):
     from clutils.strategies import strategy_names
 
     registered = set(strategy_names())
-    expected = [n for n in ("naive", "ewc", "si", "mas", "alasso", "cwr", "cwr+", "ar1") if n in registered]
+    expected = [n for n in ("naive", "ewc", "si", "mas", "alasso", "cwr", "cwr+", "ar1", "hat") if n in registered]
     assert speed.default_strategies() == expected
     assert speed.parse_args([]).strategies == expected
     assert speed.parse_args(["--strategies", "si,naive,si"]).strategies == ["si", "naive"]
@@ -176,3 +176,14 @@ def test_parse_defaults(speed):
     assert args.samples is None and args.avalanche and args.repeats == 1 and args.device == "cpu"
     assert args.clock == "wall" and args.threads is None
     assert speed.parse_args(["--no-avalanche", "--widths", "8,8,4"]).widths == [8, 4]
+
+
+# --- the HAT chapter: a strategy with its own network runs on the task-incremental twin
+def test_tiny_run_times_hat_on_its_gated_network(tmp_path, offline_env):
+    out = tmp_path / "speed.json"
+    done = run_script([*TINY, "--strategies", "naive,hat", "--no-avalanche", "--json", str(out)], offline_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    by_key = {(r["framework"], r["strategy"]): r for r in json.loads(out.read_text())["rows"]}
+    hat = by_key[("clutils", "hat")]
+    assert hat["scenario"] == "task" and not hat.get("skipped") and hat["state_per_param"] >= 0
+    assert hat["parameters"] > by_key[("clutils", "naive")]["parameters"]  # the gates' embeddings

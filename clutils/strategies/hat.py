@@ -133,6 +133,8 @@ class HAT(Strategy):
         self.cumulative: dict[str, torch.Tensor] | None = None
         self.per_task: dict[int, dict[str, torch.Tensor]] = {}
         self.masks: dict[str, torch.Tensor] = {}
+        self._masked: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+        self._embeddings: list[torch.nn.Parameter] = []
         self.s = 1.0
 
     def setup(self, model, benchmark) -> None:
@@ -145,6 +147,9 @@ class HAT(Strategy):
 
     def before_task(self, model, task) -> None:
         self.masks = gradient_masks(model, self.cumulative) if self.cumulative is not None else {}
+        params = dict(model.named_parameters())
+        self._masked = [(params[name], mask) for name, mask in self.masks.items()]
+        self._embeddings = list(model.embeddings().values())
 
     def before_step(self, model, step: Step) -> None:
         self.s = annealed_s(step.step, step.steps, self.hp["s_max"], self.hp["schedule"])
@@ -155,17 +160,17 @@ class HAT(Strategy):
 
     def after_backward(self, model) -> None:
         with torch.no_grad():
-            for name, p in model.named_parameters():
-                if p.grad is not None and name in self.masks:
-                    p.grad.mul_(self.masks[name])
-            for p in model.embeddings().values():
+            pairs = [(p.grad, mask) for p, mask in self._masked if p.grad is not None]
+            if pairs:  # every masked gradient in one fused call
+                torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
+            for p in self._embeddings:
                 if p.grad is not None:
                     p.grad.mul_(compensation(p, self.s, self.hp["s_max"], self.hp["clamp_se"]))
-        torch.nn.utils.clip_grad_norm_(model.parameters(), self.hp["clipgrad"])
+        torch.nn.utils.clip_grad_norm_(model.parameters(), self.hp["clipgrad"], foreach=True)
 
     def after_step(self, model) -> None:
         with torch.no_grad():
-            for p in model.embeddings().values():
+            for p in self._embeddings:
                 p.clamp_(-self.hp["clamp_e"], self.hp["clamp_e"])
 
     def after_task(self, model, task, data) -> None:
