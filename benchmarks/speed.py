@@ -66,9 +66,9 @@ TARGETS: dict[str, dict[str, float]] = {
     "hat": {"step": 1.3},  # the HAT chapter: per-step overhead within 1.3x of naive on the MLP
 }
 
-# SPP (the SPP chapter): its penalty is EWC's quadratic (per-step overhead within 1.1x of naive's)
-# and its importance one backward pass per batch of 100 over the task (within one epoch).
-DEFAULT_STRATEGIES = DEFAULT_STRATEGIES + ("spp",)
+# SPP (the SPP chapter; ``--strategies naive,ewc,spp``): its penalty is EWC's quadratic (per-step
+# overhead within 1.1x of naive's) and its importance one backward pass per batch of 100 over the
+# task (within one epoch).
 TARGETS["spp"] = {"step": 1.1, "after_task": 1.0}
 
 # clutils name -> Avalanche strategy class and the arguments it needs (the

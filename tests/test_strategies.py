@@ -125,6 +125,8 @@ CASES: dict[str, Case] = {
     "cwr": Case({}, "split-class", SGD),
     "cwr+": Case({}, "split-class", SGD),
     "ar1": Case({"lam": 1e4}, "split-class", SGD),
+    # SPP's SGD-F baseline (a body frozen after task 1, a head per task): task-incremental only
+    "sgd-f": Case({}, "split-task", {"optimizer": "sgd", "lr": 0.5}),
 }
 VARIANTS: dict[str, tuple[str, Case]] = {
     "ewc-empirical": ("ewc", Case({"fisher": "empirical"})),

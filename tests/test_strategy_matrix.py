@@ -48,11 +48,6 @@ KNOWN = {
     ("lwf-sit", "maximal-class"): "a maximal head's old outputs give the new classes almost no probability, "
                                   "and Eq. 5's lambda (0.45 and up) keeps the new task from being learnt; "
                                   "the AR1 chapter runs LwF with an expanding head",
-    # SGD-F (the SPP paper's baseline) freezes the body after task 1 by design: with one shared output
-    # layer, later tasks are learnt by that layer alone on task 1's features.
-    **{("sgd-f", head): "SGD-F freezes every layer below the output after task 1; one shared output layer "
-                        "on task 1's features does not reach the floor on later tasks"
-       for head in ("maximal", "maximal-class")},
 }
 
 

@@ -141,6 +141,9 @@ class FrozenBody(Strategy):
     layer(s) frozen; later tasks train their output layer only (a fixed feature extractor)."""
 
     name = "sgd-f"
+    # A frozen body with one output layer per task: a task-incremental baseline (with a shared
+    # head, the head itself forgets).
+    scenarios = ("task",)
 
     def before_task(self, model, task) -> None:
         if task.index == 0:
