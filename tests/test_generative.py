@@ -308,3 +308,20 @@ def test_bad_settings_are_refused(bad, match):
 def test_generator_hyperparameters_are_checked(bad):
     with pytest.raises(HyperparameterError):
         make("dgr", **bad)
+
+
+# ------------------------------------------------------------------------------------ chapter helpers
+
+
+def test_scholar_chain_trains_each_solver_on_the_previous_scholar_only():
+    from clutils import presets
+    from clutils.experiments import generative as ex
+
+    settings = presets.get("dgr", "smoke")["chain"]
+    settings.update(train_per_class=30, test_per_class=10, first_epochs=10, solver_steps=100,
+                    gen={"gen_steps": 600, "gen_hidden": 64, "gen_batch_size": 32, "z_dim": 8}, samples_shown=3)
+    out = ex.scholar_chain(settings, dataset="digits", seed=0, device="cpu")
+    assert len(out["accuracy"]) == settings["scholars"] == len(out["samples"])
+    assert out["accuracy"][0] > 0.5  # the first solver learnt the real digits
+    assert out["accuracy"][1] > 0.2  # the second one, from generated digits only, is far above chance (0.1)
+    assert out["samples"][0].shape == (3, 1, 8, 8)
