@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="learning rate of the layers below the output, as a fraction of --lr")
     run.add_argument("--head", choices=("maximal", "expanding"),
                      help="class-incremental single head: maximal (all classes) or expanding (classes seen)")
-    run.add_argument("--arch", metavar="NAME", help="mlp or cifarnet")
+    run.add_argument("--arch", metavar="NAME", help="a network of clutils.models.ARCHITECTURES, e.g. mlp, cifarnet, hat-mlp (default: the strategy's own network, else the preset's)")
     run.add_argument("--hidden", type=layer_sizes, metavar="W,W", help="MLP hidden widths, e.g. 256,256")
     run.add_argument("--train-per-class", type=positive_int, metavar="N", help="training samples per class")
     run.add_argument("--test-per-class", type=positive_int, metavar="N", help="test samples per class")
@@ -383,7 +383,7 @@ def _settings(args, parser) -> dict[str, Any]:
         "tasks": args.tasks or preset.get("tasks") or spec.n_tasks,
         "epochs": args.epochs or preset["epochs"],
         **training,
-        "arch": args.arch or preset.get("arch", "mlp"),
+        "arch": args.arch or REGISTRY[args.strategy].model_arch or preset.get("arch", "mlp"),
         "hidden": args.hidden or preset.get("hidden"),
         "train_per_class": args.train_per_class or (None if args.all_samples else preset.get("train_per_class")),
         "test_per_class": args.test_per_class or (None if args.all_samples else preset.get("test_per_class")),

@@ -56,9 +56,14 @@ TRAIN = dict(epochs=10, batch_size=32, lr=1e-3, optimizer="adam")
 HIDDEN = (64,)
 
 
+def network(bench, strategy, seed: int):
+    """The test MLP, gated when the strategy needs its own network (``model_arch``: HAT)."""
+    return build_model(bench, strategy.model_arch or "mlp", hidden=HIDDEN, seed=seed)
+
+
 def train(key: str, strategy, seed: int = 0, **overrides):
     bench = benchmark(key)
-    model = build_model(bench, hidden=HIDDEN, seed=seed)
+    model = network(bench, strategy, seed)
     config = TrainConfig(seed=seed, progress=False, **{**TRAIN, **overrides})
     return model, fit(model, bench, strategy, config, device="cpu")
 
@@ -127,6 +132,8 @@ CASES: dict[str, Case] = {
     "ar1": Case({"lam": 1e4}, "split-class", SGD),
     # SPP's SGD-F baseline (a body frozen after task 1, a head per task): task-incremental only
     "sgd-f": Case({}, "split-task", {"optimizer": "sgd", "lr": 0.5}),
+    # HAT (gated network, a head per task): task-incremental only, where naive forgets at this rate
+    "hat": Case({}, "split-task", {"optimizer": "sgd", "lr": 0.5}),
 }
 VARIANTS: dict[str, tuple[str, Case]] = {
     "ewc-empirical": ("ewc", Case({"fisher": "empirical"})),
@@ -514,7 +521,7 @@ def assert_same_state(a, b, key="state"):
 def test_state_dict_round_trip_restores_an_identical_penalty(name, case):
     bench = benchmark(case.bench)
     original = make(name, **case.hp)
-    model = build_model(bench, hidden=HIDDEN, seed=0)
+    model = network(bench, original, 0)
     fit(model, bench, original, TrainConfig(seed=0, progress=False, **{**TRAIN, **case.train, "epochs": 1}),
         device="cpu")
     buffer = io.BytesIO()
@@ -524,7 +531,7 @@ def test_state_dict_round_trip_restores_an_identical_penalty(name, case):
 
     # resume as fit does: setup on a fresh model, then the model's and the strategy's state
     restored = make(name, **case.hp)
-    clone = build_model(bench, hidden=HIDDEN, seed=1)
+    clone = network(bench, restored, 1)
     restored.setup(clone, bench)
     clone.load_state_dict(saved["model"])
     restored.load_state_dict(saved["strategy"])

@@ -81,7 +81,7 @@ def test_each_task_is_learnt_right_after_training_it(name, hp, head):
     recipe = recipe_of(name)
     training = {**(recipe.training() if recipe else PLAIN), "batch_size": BATCH}
     # A strategy that needs its own network (HAT's gates) names its architecture in ``model_arch``.
-    arch = getattr(REGISTRY[name], "model_arch", "mlp")
+    arch = REGISTRY[name].model_arch or "mlp"
     model = build_model(bench, arch, hidden=(64,), expanding_head=expanding, seed=0)
     strategy = make(name, **{**(recipe.hp if recipe else {}), **hp})
     result = fit(model, bench, strategy, TrainConfig(epochs=EPOCHS, progress=False, **training), device="cpu")

@@ -75,6 +75,9 @@ class Strategy:
     # True when ``after_task_backward`` must see the gradient of the task loss alone
     # (the loop then back-propagates the penalty separately).
     needs_task_gradient: ClassVar[bool] = False
+    # The architecture the strategy needs (a name of ``clutils.models.ARCHITECTURES``, e.g. HAT's gated
+    # "hat-mlp"); None: any network. The command line builds it when no --arch is given.
+    model_arch: ClassVar[str | None] = None
     # True when the strategy adds its penalty's gradient to ``.grad`` itself (in
     # ``after_backward``): the loop then does not back-propagate ``penalty()``.
     applies_penalty_gradient: ClassVar[bool] = False

@@ -136,6 +136,7 @@ class HAT(Strategy):
         self._masked: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
         self._embeddings: list[torch.nn.Parameter] = []
         self.s = 1.0
+        self.model = None
 
     def setup(self, model, benchmark) -> None:
         if not hasattr(model, "gradient_map") or not getattr(model, "masked", False):
@@ -144,6 +145,7 @@ class HAT(Strategy):
         if benchmark.scenario != "task":
             raise ValueError(f"HAT is task-incremental; the benchmark is {benchmark.scenario}")
         super().setup(model, benchmark)
+        self.model = model  # a resumed run's gates use the restored s (load_state_dict)
 
     def before_task(self, model, task) -> None:
         self.masks = gradient_masks(model, self.cumulative) if self.cumulative is not None else {}
@@ -188,9 +190,14 @@ class HAT(Strategy):
 
     def state_dict(self):
         state = {f"task{t}.{k}": v for t, masks in self.per_task.items() for k, v in masks.items()}
+        state["s"] = self.s  # where the annealing stood: the gates (and so the penalty) depend on it
         return state
 
     def load_state_dict(self, state) -> None:
+        state = dict(state)
+        self.s = float(state.pop("s", self.s))
+        if self.model is not None:
+            self.model.s = self.s
         self.per_task, self.cumulative = {}, None
         for key, value in state.items():
             prefix, name = key.split(".", 1)
