@@ -130,3 +130,24 @@ def test_the_parameters_default_to_the_environment_and_papermill_overrides_them(
 
 def test_the_dataset_line_quoted_by_the_data_error_is_in_the_parameters_cell():
     assert notebook_header.DATASET_LINE in notebook_header.PARAMETERS_SOURCE.splitlines()[-1]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_every_notebook_ends_with_three_to_five_exercises_and_hidden_solutions(path):
+    """The teaching pattern: '## Exercises', then 3-5 exercises, each followed by one hidden solution cell.
+
+    The solutions are ordinary code cells, so every build and the smoke tests execute them.
+    """
+    cells = json.loads(path.read_text())["cells"]
+    heading = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown"
+               and "".join(c["source"]).startswith("## Exercises")]
+    assert len(heading) == 1, f"{path.name} needs one '## Exercises' section"
+    tail = cells[heading[0] + 1:]
+    solutions = [c for c in tail if "solution" in c["metadata"].get("tags", [])]
+    assert 3 <= len(solutions) <= 5, f"{path.name} has {len(solutions)} exercises"
+    for cell in solutions:
+        assert cell["cell_type"] == "code" and "hide-cell" in cell["metadata"]["tags"]
+    exercises = [c for c in tail if c["cell_type"] == "markdown" and "".join(c["source"]).startswith("### Exercise")]
+    assert len(exercises) == len(solutions), f"{path.name}: one solution cell per exercise"
+    before = [c for c in cells[:heading[0]] if "solution" in c["metadata"].get("tags", [])]
+    assert not before, f"{path.name}: solution cells belong after '## Exercises'"
