@@ -357,7 +357,7 @@ def _build_model(benchmark, width: int, device, strategy: str | None = None):
 def _model_arch(strategy: str | None) -> str:
     from clutils.strategies import REGISTRY
 
-    return getattr(REGISTRY.get(strategy or ""), "model_arch", "mlp")
+    return getattr(REGISTRY.get(strategy or ""), "model_arch", None) or "mlp"
 
 
 def as_task_incremental(benchmark):
