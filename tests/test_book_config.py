@@ -41,7 +41,8 @@ def test_launch_buttons_and_repository_link():
 
 
 def test_toc_pages_exist_or_are_optional_chapters():
-    optional = {"book/spp", "book/hat", "book/replay", "book/teaching"}  # chapters not written yet; dropped until they land
+    optional = {"book/transfer", "book/expansion", "book/den", "notebooks/expansion_1_pnn",
+                "notebooks/expansion_2_den", "notebooks/expansion_3_families"}  # chapters not written yet; dropped until they land
     files = []
 
     def walk(items):
