@@ -12,6 +12,7 @@ read a preset (``clutils.presets.get("expansion-pnn" | "expansion-families", pro
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from typing import Any, Mapping, Sequence
@@ -219,10 +220,9 @@ def transfer_curves(sources: Sequence[str], target: str, variants: Mapping[str, 
     if baselines:  # they depend on the first source and the target only
         body, head = column(0)
         curves["baseline 1"] = run_target(body, head, True)
-        body = pretrained()
-        curves["baseline 2"] = run_target(body, column(2)[1], False)
-        body = pretrained()
-        curves["baseline 3"] = run_target(body, column(2)[1], True)
+        source_body = pretrained()  # trained once; baseline 2 freezes a copy, baseline 3 fine-tunes another
+        curves["baseline 2"] = run_target(copy.deepcopy(source_body), column(2)[1], False)
+        curves["baseline 3"] = run_target(copy.deepcopy(source_body), column(2)[1], True)
         body, head = column(3)
         curves["baseline 4"] = run_target(body, head, False)
 
@@ -299,16 +299,22 @@ def family_row(label: str, family: str, result: Result, model, strategy, bench: 
 
 def run_families(settings: Mapping[str, Any], scenario: str, dataset: str | None = None, seed: int = 0,
                  device="cpu") -> tuple[pd.DataFrame, dict]:
-    """Every method of the preset that runs in ``scenario``; the table and {label: (result, model, strategy)}."""
+    """Every method of the preset that runs in ``scenario``; the table and {label: (result, model, strategy)}.
+
+    Each method trains with its recipe (optimiser, learning rate, hyperparameters) but, when the preset
+    sets ``batch_size``, with that batch size: the same epochs and batches give every method the same
+    number of steps (the recipes' own batches range from 10 to 256).
+    """
     bench = benchmark(settings, dataset, seed, scenario)
     rows, runs = [], {}
     for label, (family, name, arch) in settings["methods"].items():
         if scenario not in REGISTRY[name].scenarios:
             continue
         started = time.perf_counter()
+        training = {"batch_size": settings["batch_size"]} if settings.get("batch_size") else None
         result, model, strategy, _ = run(name, bench, settings["hidden"], settings["epochs"], seed=seed,
                                          device=device, arch=arch if scenario == "task" else "mlp",
-                                         hp=settings.get("hp", {}).get(name))
+                                         hp=settings.get("hp", {}).get(name), training=training)
         runs[label] = (result, model, strategy)
         row = family_row(label, family, result, model, strategy, bench, settings["hidden"])
         row["wall s"] = time.perf_counter() - started

@@ -27,8 +27,8 @@ define(
     quick={"dataset": "fashion-mnist", "tasks": 5, "classes_per_task": 2, "train_per_class": 200,
            "test_per_class": 100, "epochs": 3, "hidden": [100, 100], "optimizer": "adam", "lr": 1e-3,
            "batch_size": 64, "max_columns": 10,
-           "soup": {"variants": _SOUP, "source": "original", "source_per_class": 300, "target_per_class": 20,
-                    "test_per_class": 100, "source_epochs": 3, "target_epochs": 8, "noise": 0.5,
+           "soup": {"variants": _SOUP, "source": "original", "source_per_class": 200, "target_per_class": 20,
+                    "test_per_class": 50, "source_epochs": 3, "target_epochs": 6, "noise": 0.5,
                     "three_column": True}},
     paper={"dataset": "fashion-mnist", "tasks": 5, "classes_per_task": 2, "train_per_class": None,
            "test_per_class": None, "epochs": 10, "hidden": [256, 256], "optimizer": "adam", "lr": 1e-3,
@@ -39,7 +39,8 @@ define(
 )
 
 #: The comparison: label -> (family, strategy, network). Each method trains with its chapter's recipe
-#: (clutils.strategies.recipes: optimiser, learning rate, batch, hyperparameters) for the same epochs.
+#: (clutils.strategies.recipes: optimiser, learning rate, hyperparameters) for the same epochs and, with the
+#: preset's ``batch_size``, the same number of steps.
 #: DEN (the expansion chapter's part 2) joins with one line here:  "DEN": ("expansion", "den", "<its arch>"),
 FAMILY_METHODS = {
     "EWC": ("regularisation", "ewc", "mlp"),
@@ -55,12 +56,12 @@ FAMILY_METHODS = {
 define(
     "expansion-families",
     smoke={"dataset": "digits", "tasks": 3, "classes_per_task": 2, "train_per_class": 30, "test_per_class": 10,
-           "epochs": 2, "hidden": [32, 32], "methods": dict(FAMILY_METHODS), "class_il": True,
+           "epochs": 2, "hidden": [32, 32], "batch_size": 16, "methods": dict(FAMILY_METHODS), "class_il": True,
            "hp": {"ewc": {"fisher_samples": 30}, "er": {"buffer_size": 30}, "der++": {"buffer_size": 30}}},
     quick={"dataset": "fashion-mnist", "tasks": 5, "classes_per_task": 2, "train_per_class": 200,
-           "test_per_class": 100, "epochs": 3, "hidden": [100, 100], "methods": dict(FAMILY_METHODS),
+           "test_per_class": 100, "epochs": 3, "hidden": [100, 100], "batch_size": 32, "methods": dict(FAMILY_METHODS),
            "class_il": True, "hp": {}},
     paper={"dataset": "fashion-mnist", "tasks": 5, "classes_per_task": 2, "train_per_class": None,
-           "test_per_class": None, "epochs": 10, "hidden": [256, 256], "methods": dict(FAMILY_METHODS),
+           "test_per_class": None, "epochs": 10, "hidden": [256, 256], "batch_size": 32, "methods": dict(FAMILY_METHODS),
            "class_il": True, "hp": {}},
 )
