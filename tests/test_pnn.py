@@ -140,3 +140,27 @@ def test_code_excerpts_on_the_chapter_page_are_verbatim_from_the_implementation(
     assert len(blocks) >= 3
     for block in blocks:
         assert block.strip("\n") in source, f"excerpt not found in the PNN modules:\n{block}"
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    """The checkpoint after task k holds column k's optimiser; the resumed run builds column k+1's."""
+    import clutils.train as loop
+
+    bench = digits()
+    full = fit(build_pnn_model(bench, hidden=(8,), seed=0), bench, make("pnn"), config(epochs=1), device="cpu")
+    original, calls = loop.train_task, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_task", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(build_pnn_model(bench, hidden=(8,), seed=0), bench, make("pnn"), config(epochs=1), device="cpu",
+            run_dir=tmp_path)
+    monkeypatch.setattr(loop, "train_task", original)
+    resumed = fit(build_pnn_model(bench, hidden=(8,), seed=0), bench, make("pnn"), config(epochs=1), device="cpu",
+                  run_dir=tmp_path)
+    assert (resumed.R == full.R).all()
