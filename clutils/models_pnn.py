@@ -27,6 +27,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .models import MASKED_LOGIT
+
 #: The adapter's scale alpha starts at one of these (drawn per adapter from the model's seed).
 ALPHA_CHOICES = (1.0, 0.1, 0.01)
 
@@ -112,7 +114,7 @@ class PNNMLP(nn.Module):
             if task.numel() == 1:
                 return self.column_outputs(x, int(task.reshape(()).item()))
             # one task id per sample (joint training): each task's rows through its own column
-            out = x.new_full((len(x), max(self.head_sizes)), -1e9)
+            out = x.new_full((len(x), max(self.head_sizes)), MASKED_LOGIT)
             for t in torch.unique(task).tolist():
                 rows = task == t
                 out[rows, : self.head_sizes[t]] = self.column_outputs(x[rows], t)
