@@ -161,6 +161,9 @@ ARCHITECTURES = ("mlp", "cifarnet")
 # The HAT chapter: gated networks with one head per task (clutils.models_hat), task-incremental only.
 HAT_ARCHS = {"hat-mlp": "mlp", "hat-alexnet": "alexnet", "hat-resnet": "resnet"}
 ARCHITECTURES = ARCHITECTURES + tuple(HAT_ARCHS)
+# The expansion chapter: progressive networks, one MLP column per task (clutils.models_pnn), task-incremental only.
+PNN_ARCHS = ("pnn-mlp",)
+ARCHITECTURES = ARCHITECTURES + PNN_ARCHS
 
 
 def build_model(benchmark: Benchmark, arch: str = "mlp", hidden: Sequence[int] = (2000, 2000),
@@ -175,6 +178,9 @@ def build_model(benchmark: Benchmark, arch: str = "mlp", hidden: Sequence[int] =
     if arch in HAT_ARCHS:  # the HAT chapter's gated networks (clutils.models_hat)
         from .models_hat import build_hat_model
         return build_hat_model(benchmark, HAT_ARCHS[arch], hidden=hidden, dropout=dropout, seed=seed, **body_options)
+    if arch in PNN_ARCHS:  # the expansion chapter's progressive network (clutils.models_pnn)
+        from .models_pnn import build_pnn_model
+        return build_pnn_model(benchmark, hidden=hidden, seed=seed)
     if seed is not None:
         torch.manual_seed(seed)
     shape = benchmark.input_shape

@@ -333,7 +333,10 @@ def _fit(model, benchmark: Benchmark, strategy: Strategy, config: TrainConfig | 
     settings = _plain({"config": {k: v for k, v in result.config.items() if k != "progress"},
                        "benchmark": result.benchmark, "strategy": result.strategy})
     if checkpoint is not None and checkpoint.exists():
-        result = _resume(checkpoint, settings, model, optimizer, strategy, device)
+        # A fresh optimiser per task (or a restarted model) makes the saved optimiser state unused, and a
+        # growing network (PNN's new column) would not fit it: it is then not loaded.
+        result = _resume(checkpoint, settings, model, optimizer, strategy, device,
+                         load_optimizer=not (config.reset_optimizer or strategy.restarts_model))
     else:
         result.initial_accuracy, _ = evaluate(model, benchmark, strategy, config.eval_batch_size)
 
@@ -381,7 +384,8 @@ def _save(path: Path, settings: dict[str, Any], model, optimizer, strategy: Stra
     result.save(path.parent / "result.json")
 
 
-def _resume(path: Path, settings: dict[str, Any], model, optimizer, strategy: Strategy, device) -> Result:
+def _resume(path: Path, settings: dict[str, Any], model, optimizer, strategy: Strategy, device,
+            load_optimizer: bool = True) -> Result:
     state = read_checkpoint(path, device, CHECKPOINT_KEYS)
     if state["fingerprint"] != _fingerprint(settings):
         changed = differences(state["settings"], settings) or ["(settings stored in another form)"]
@@ -391,7 +395,8 @@ def _resume(path: Path, settings: dict[str, Any], model, optimizer, strategy: St
         )
     try:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        if load_optimizer:
+            optimizer.load_state_dict(state["optimizer"])
         strategy.load_state_dict(state["strategy"])
         torch.set_rng_state(state["rng"].cpu())
         return Result.from_dict(state["result"])

@@ -134,6 +134,8 @@ CASES: dict[str, Case] = {
     "sgd-f": Case({}, "split-task", {"optimizer": "sgd", "lr": 0.5}),
     # HAT (gated network, a head per task): task-incremental only, where naive forgets at this rate
     "hat": Case({}, "split-task", {"optimizer": "sgd", "lr": 0.5}),
+    # PNN (a column per task, a head per column): task-incremental only, as HAT
+    "pnn": Case({}, "split-task", {"optimizer": "sgd", "lr": 0.5}),
 }
 VARIANTS: dict[str, tuple[str, Case]] = {
     "ewc-empirical": ("ewc", Case({"fisher": "empirical"})),

@@ -157,3 +157,9 @@ def recipe_of(name: str, profile: str = "quick") -> Recipe | None:
 # generator's own settings are the strategy's defaults (a small VAE trained 10 epochs per task).
 RECIPES["dgr"] = Recipe(chapter="replay", optimizer="adam", lr=1e-3, batch_size=128,
                         tuned_on="5 split Fashion-MNIST tasks of 2,000 images, 2 epochs")
+
+# --- the expansion chapter, progressive networks (task-incremental split Fashion-MNIST, MLP columns): Adam
+# 1e-3, batch 64, and a fresh optimiser every task (required: the optimiser must hold the new column, and
+# only it, so that no earlier column is touched). The paper's RL training (A3C) has no counterpart here.
+RECIPES["pnn"] = Recipe(chapter="expansion", optimizer="adam", lr=1e-3, batch_size=64, reset_optimizer=True,
+                        tuned_on="not tuned: a plain supervised recipe (the paper trains with A3C)")
