@@ -112,7 +112,7 @@ def _toc_notebooks_by_hand() -> list[str]:
     found = []
     for part in toc["parts"]:
         for chapter in part["chapters"]:
-            for section in chapter.get("sections", []):
+            for section in [chapter, *chapter.get("sections", [])]:  # a chapter may itself be a notebook
                 pattern = section.get("glob") or section.get("file")
                 found += [nb for nb in available if fnmatch.fnmatch(f"notebooks/{nb}", pattern.removesuffix(".ipynb"))]
     return found
