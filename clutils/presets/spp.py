@@ -83,7 +83,7 @@ define(
     "spp-vae",
     smoke={**_VAE, "dataset": "digits", "train_per_class": 30, "test_per_class": 10, "steps": 30, "vae_hidden": 64,
            "z_dim": 8},
-    quick={**_VAE, "dataset": "fashion-mnist", "train_per_class": 200, "test_per_class": 100, "steps": 300,
+    quick={**_VAE, "dataset": "fashion-mnist", "train_per_class": 200, "test_per_class": 100, "steps": 250,
            "vae_hidden": 400, "z_dim": 20},
     # The paper: a conv VAE on CelebA then anime faces at 96x96; no such data here. The paper profile runs the
     # same stand-in longer on all of Fashion-MNIST.
