@@ -146,3 +146,16 @@ def test_curves_give_acc_bwt_fwt_smt_after_each_task():
     assert table.loc[("SPP", 2), "BWT"] == pytest.approx(-10.0)
     assert table.loc[("SPP", 2), "FWT (Eq. 7)"] == pytest.approx(100 * (0.9 - 0.9))
     assert np.isnan(table.loc[("SPP", 1), "BWT"])
+
+
+def test_penalty_step_benchmark_times_each_strategy_against_plain_steps():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import penalty_step
+
+    result = penalty_step.measure(width=8, batch_size=4, steps=2, rounds=1, strategies=["spp"])
+    assert set(result) == {"naive", "spp"} and all(v > 0 for v in result.values())
+    with pytest.raises(SystemExit):
+        penalty_step.main(["--width", "0"])
