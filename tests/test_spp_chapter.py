@@ -159,3 +159,21 @@ def test_penalty_step_benchmark_times_each_strategy_against_plain_steps():
     assert set(result) == {"naive", "spp"} and all(v > 0 for v in result.values())
     with pytest.raises(SystemExit):
         penalty_step.main(["--width", "0"])
+
+
+def test_long_sequence_runs_vgg9_for_each_method_on_a_tiny_image_benchmark():
+    from clutils.data.benchmarks import Benchmark, Task
+    from clutils.data.tensors import TensorData
+
+    g = torch.Generator().manual_seed(0)
+
+    def part(n):
+        return TensorData(torch.randn(n, 3, 8, 8, generator=g), torch.randint(2, (n,), generator=g))
+
+    bench = Benchmark("tiny-images", "task", [Task(i, part(8), part(4), (2 * i, 2 * i + 1), f"t{i}") for i in range(2)],
+                      4, (3, 8, 8), "random")
+    settings = {**presets.get("spp-vision", "smoke")["fig10"], "epochs": 1, "batch_size": 4}
+    results = vision.run_long_sequence(settings, ["SPP", "fine-tuning", "joint"], benchmark=bench)
+    table = vision.curves(results)
+    assert set(table.index.get_level_values("method")) == {"SPP", "fine-tuning", "joint"}
+    assert table["ACC"].between(0, 100).all()
