@@ -4,7 +4,14 @@
   importance distributions, measured on the split run), Figure 8 (importance against the change of
   each weight) and the core claims.
 * ``spp-permuted``: Table 3 (10 permuted tasks; the quick profile 6), Figure 6 on the permuted
-  benchmark and Figure 7 (6 permuted tasks), with the training of ``spp-split``.
+  benchmark and Figure 7 (6 permuted tasks), with the training of ``spp-split``. Paper profile on one GPU, an
+  estimate (not measured): 8 methods x 10 tasks x 50 epochs of 60,000 images plus joint training
+  on the union of the tasks (55 task-epochs of 60,000 per epoch) is about 1.6 million steps of batch
+  256; at about 1 ms per step of this small MLP (launch-bound, not FLOP-bound) roughly half an
+  hour, plus three 6-task runs for Figure 7.
+* ``spp-vae``: the VAE stand-in of Figure 5 (part 3).
+* ``spp-vision``: Figures 3, 9 and 10 (part 3): the paper's settings, run (Figure 10) in the paper
+  profile only; its GPU-time estimate is computed from FLOPs in the notebook.
 
 ``paper``: the paper's settings: MNIST, MLP 784-512-256 with dropout 0.5, plain SGD at lr 0.1 (the
 best of its search over 0.1, 0.01, 0.001) decayed by 0.96 (not applied here: the loop keeps one
