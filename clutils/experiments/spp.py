@@ -12,6 +12,7 @@ and call these helpers; the strategy itself is :mod:`clutils.strategies.spp`.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Mapping, Sequence
 
@@ -140,16 +141,41 @@ def run_method(label: str, benchmark: bm.Benchmark, settings: Mapping[str, Any],
     return result
 
 
+def permuted_benchmark(settings: Mapping[str, Any], dataset: str | None = None, seed: int = 0,
+                       scenario: str = "task") -> bm.Benchmark:
+    """Permuted MNIST (or ``dataset``) in ``settings["tasks"]`` tasks, each the whole (subsampled) dataset
+    under its own pixel permutation.
+
+    ``scenario="task"`` gives every task its own output layer of 10 units (the scenario of the
+    chapter's comparison: the task is known at test time); ``"domain"`` one shared head (the
+    paper's single-head SGD).
+    """
+    bench = make_benchmark("permuted-mnist", dataset=dataset or settings.get("dataset"), n_tasks=settings["tasks"],
+                           seed=seed, train_per_class=settings.get("train_per_class"),
+                           test_per_class=settings.get("test_per_class"))
+    if scenario not in ("task", "domain"):
+        raise ValueError(f"permuted tasks share their classes: scenario 'task' or 'domain', got {scenario!r}")
+    return dataclasses.replace(bench, scenario=scenario)
+
+
+BENCHMARK_KINDS = {"split": split_benchmark, "permuted": permuted_benchmark}
+
+
 def run_methods(labels: Sequence[str], settings: Mapping[str, Any], *, dataset: str | None = None, seed: int = 0,
-                device="auto") -> dict[str, Result]:
-    """:func:`run_method` for each label on its scenario's split benchmark."""
+                device="auto", kind: str = "split", snapshots: Sequence[str] = ()) -> dict[str, Result]:
+    """:func:`run_method` for each label on its scenario's ``kind`` benchmark (``"split"`` or ``"permuted"``);
+    the labels in ``snapshots`` keep their weights after every task."""
+    if kind not in BENCHMARK_KINDS:
+        raise ValueError(f"unknown benchmark kind {kind!r}; choose one of: {', '.join(BENCHMARK_KINDS)}")
     benches: dict[str, bm.Benchmark] = {}
     out = {}
     for label in labels:
         scenario = METHODS[label][1]
         if scenario not in benches:
-            benches[scenario] = split_benchmark(settings, dataset, seed, scenario)
-        out[label] = run_method(label, benches[scenario], settings, seed=seed, device=device)
+            benches[scenario] = BENCHMARK_KINDS[kind](settings, dataset, seed, scenario)
+        out[label] = run_method(label, benches[scenario], settings, seed=seed, device=device,
+                                snapshots=label in snapshots)
+        out[label].benchmark = benches[scenario]
     return out
 
 
@@ -241,3 +267,53 @@ def describe_run(benchmark: bm.Benchmark, settings: Mapping[str, Any]) -> str:
     return (f"{benchmark.name}: {len(benchmark)} tasks, {len(task0.train)} training / {len(task0.test)} test "
             f"samples per task; {net} with dropout {settings.get('dropout', 0):g}; {settings['epochs']} epochs "
             f"per task, batch {settings['batch_size']}, {settings.get('optimizer', 'sgd')} lr {settings['lr']:g}")
+
+
+# ----------------------------------------------------------------------------- Figure 7 (permuted tasks)
+
+def model_at(result: Result, index: int) -> torch.nn.Module:
+    """A copy of ``result.model`` with the shared weights it had after task ``index`` (``result.snapshots``).
+
+    The output layers are the final model's; a task's own head stops changing once the task is learnt.
+    """
+    import copy
+
+    if not getattr(result, "snapshots", None):
+        raise ValueError("the run kept no snapshots: run it with run_method(..., snapshots=True)")
+    model = copy.deepcopy(result.model)
+    with torch.no_grad():
+        for name, p in shared_parameters(model).items():
+            p.copy_(result.snapshots[index][name])
+    return model
+
+
+def first_task_importance(result: Result, benchmark: bm.Benchmark, index: int, batch_size: int = 100,
+                          samples: int | None = 1000) -> dict[str, torch.Tensor]:
+    """SPP's importance (Eq. 2-3) of the weights the run had after task ``index``, on the *first* task's
+    training inputs through the first task's head: the same measure for every method (fine-tuning and
+    single-head SGD have no importance of their own)."""
+    from ..strategies.fisher import model_task
+
+    task0 = benchmark.tasks[0]
+    x = task0.train.x if samples is None else task0.train.x[:samples]
+    return spp_importance(model_at(result, index), x, model_task(benchmark, task0), batch_size)
+
+
+def layer_analysis(result: Result, benchmark: bm.Benchmark, batch_size: int = 100,
+                   samples: int | None = 1000) -> pd.DataFrame:
+    """Figure 7b and 7c per weight layer of one run: the F value between the first task's importance after
+    task 1 and after the last task, and the squared change of the weights from task 1 to the last task
+    weighted by the importance after task 1 (and by its complement, :func:`~clutils.diagnostics.spp.unimportance`).
+    """
+    from ..diagnostics import spp as diag
+
+    first = first_task_importance(result, benchmark, 0, batch_size, samples)
+    last = first_task_importance(result, benchmark, -1, batch_size, samples)
+    w1, wT = result.snapshots[0], result.snapshots[-1]
+    rows = []
+    for depth, name in enumerate(n for n in first if n.startswith("body.") and n.endswith("weight")):
+        rows.append({"layer": f"{depth + 1}: {name}", "F value": diag.f_value(first[name], last[name]),
+                     "weighted change": diag.weighted_change(first[name], w1[name], wT[name]),
+                     "change where unimportant": diag.weighted_change(diag.unimportance(first[name]), w1[name],
+                                                                      wT[name])})
+    return pd.DataFrame(rows).set_index("layer")
