@@ -21,7 +21,7 @@ from ..data import benchmarks as bm
 from ..data.named import make_benchmark
 from ..models import build_model
 from ..result import Result
-from ..strategies import make
+from ..strategies import REGISTRY, make
 from ..train import TrainConfig, fit
 
 #: Buzzega et al. (2020), Table 2 (mean accuracy over 10 runs, %): column -> buffer -> method -> value.
@@ -101,10 +101,25 @@ def strategy_for(label: str, settings: Mapping[str, Any], buffer: int | None = N
     return make(spec["strategy"], **hp)
 
 
+def missing(labels: Iterable[str], settings: Mapping[str, Any]) -> list[str]:
+    """The methods of ``labels`` whose strategy is not in ``clutils`` (yet): listed, not run."""
+    return [label for label in labels if settings["hp"][label]["strategy"] not in REGISTRY]
+
+
+def runs_in(label: str, bench: bm.Benchmark, settings: Mapping[str, Any]) -> bool:
+    """True when ``label``'s strategy exists and declares ``bench``'s scenario (PNN: Task-IL only)."""
+    cls = REGISTRY.get(settings["hp"][label]["strategy"])
+    return cls is not None and bench.scenario in cls.scenarios
+
+
 def run(label: str, bench: bm.Benchmark, settings: Mapping[str, Any], *, buffer: int | None = None,
         seed: int = 0, device="auto") -> tuple[Result, Any]:
-    """Train a fresh MLP on ``bench`` with method ``label``; returns the result and the strategy."""
-    model = build_model(bench, hidden=tuple(settings["hidden"]), seed=seed)
+    """Train a fresh network on ``bench`` with method ``label``; returns the result and the strategy.
+
+    The network is the preset's MLP, or the one the strategy needs (its ``model_arch``, e.g. PNN's columns).
+    """
+    arch = REGISTRY[settings["hp"][label]["strategy"]].model_arch or settings.get("arch", "mlp")
+    model = build_model(bench, arch=arch, hidden=tuple(settings["hidden"]), seed=seed)
     strategy = strategy_for(label, settings, buffer)
     lr = buffer_changes(label, settings, buffer).get("lr") if label in BUFFERED else None
     started = time.perf_counter()
@@ -119,11 +134,12 @@ def run_grid(labels: Iterable[str], bench: bm.Benchmark, settings: Mapping[str, 
     """One row per (method, buffer, seed): final average accuracy and forgetting.
 
     Methods with a buffer run at every size of ``buffers`` (default: the preset's ``buffer``);
-    the others once per seed, with buffer ``"-"``.
+    the others once per seed, with buffer ``"-"``. A method that is not in ``clutils`` (:func:`missing`)
+    or does not declare ``bench``'s scenario has no row.
     """
     buffers = list(buffers) if buffers is not None else [settings["buffer"]]
     rows = []
-    for label in labels:
+    for label in [label for label in labels if runs_in(label, bench, settings)]:
         for size in (buffers if label in BUFFERED else ["-"]):
             for seed in seeds:
                 result, _ = run(label, bench, settings, buffer=None if size == "-" else size, seed=seed,
@@ -131,7 +147,7 @@ def run_grid(labels: Iterable[str], bench: bm.Benchmark, settings: Mapping[str, 
                 m = result.metrics()
                 rows.append({"method": label, "buffer": size, "seed": seed, "accuracy": m["acc"],
                              "forgetting": m["forgetting"], "seconds": result.timings["wall_seconds"][0]})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["method", "buffer", "seed", "accuracy", "forgetting", "seconds"])
 
 
 def per_seed(frame: pd.DataFrame, method: str, buffer="-") -> list[float]:
@@ -175,9 +191,11 @@ def cost(labels: Iterable[str], bench: bm.Benchmark, settings: Mapping[str, Any]
     """Per method: training seconds per step over the last task (all earlier tasks trained first),
     relative to SGD's, and the memory the strategy holds at the end, in KiB."""
     rows = []
-    steps = int(np.ceil(len(bench.tasks[-1].train) / settings["batch_size"])) * settings["epochs"]
-    for label in labels:
+    for label in [label for label in labels if runs_in(label, bench, settings)]:
         result, strategy = run(label, bench, settings, buffer=buffer, seed=seed, device=device)
+        # the samples of the last task's epochs (iCaRL adds its exemplars to the task's data)
+        samples = len(strategy.training_data(bench.tasks[-1]).data)
+        steps = int(np.ceil(samples / settings["batch_size"])) * settings["epochs"]
         per_step = result.timings["train_seconds"][-1] / steps
         rows.append({"method": label, "ms per step": 1000 * per_step, "memory held (KiB)": held_bytes(strategy) / 1024})
     frame = pd.DataFrame(rows).set_index("method")
