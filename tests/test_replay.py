@@ -420,3 +420,15 @@ def test_a_method_registered_later_joins_the_table_in_the_scenarios_it_declares(
     assert sorted(task_frame.method) == ["PNN", "SGD"] and set(task_frame.buffer) == {"-"}
     class_frame = ex.run_grid(["PNN", "SGD"], split("class"), settings, seeds=[0], device="cpu")
     assert list(class_frame.method) == ["SGD"]
+
+
+def test_the_authors_sequential_mnist_values_per_buffer_apply_to_the_split_benchmarks_only():
+    from clutils import presets
+    from clutils.experiments import replay as ex
+
+    settings = presets.get("replay-table", "quick")
+    permuted = make_benchmark("permuted-mnist", dataset="digits", n_tasks=2, train_per_class=5, test_per_class=2)
+    assert ex.buffer_changes("ER", settings, 200, split("class")) == {"lr": 0.01}
+    assert ex.buffer_changes("ER", settings, 200, permuted) == {}
+    assert ex.strategy_for("DER", settings, 500, split("class")).hp["alpha"] == 1.0
+    assert ex.strategy_for("DER", settings, 500, permuted).hp["alpha"] == settings["hp"]["DER"]["hp"]["alpha"]
