@@ -432,3 +432,14 @@ def test_the_authors_sequential_mnist_values_per_buffer_apply_to_the_split_bench
     assert ex.buffer_changes("ER", settings, 200, permuted) == {}
     assert ex.strategy_for("DER", settings, 500, split("class")).hp["alpha"] == 1.0
     assert ex.strategy_for("DER", settings, 500, permuted).hp["alpha"] == settings["hp"]["DER"]["hp"]["alpha"]
+
+
+def test_cost_measures_cpu_time_per_step_of_the_last_task_and_the_memory_held():
+    from clutils import presets
+    from clutils.experiments import replay as ex
+
+    settings = {**presets.get("replay-table", "smoke"), "hidden": [16]}
+    costs = ex.cost(["SGD", "ER"], split("class"), settings, buffer=20, device="cpu")
+    assert list(costs.index) == ["SGD", "ER"] and (costs["ms per step"] > 0).all()
+    assert costs.loc["SGD", "x SGD"] == 1.0
+    assert costs.loc["SGD", "memory held (KiB)"] == 0 and costs.loc["ER", "memory held (KiB)"] > 20 * 64 * 4 / 1024

@@ -124,14 +124,15 @@ def runs_in(label: str, bench: bm.Benchmark, settings: Mapping[str, Any]) -> boo
 
 
 def run(label: str, bench: bm.Benchmark, settings: Mapping[str, Any], *, buffer: int | None = None,
-        seed: int = 0, device="auto") -> tuple[Result, Any]:
+        seed: int = 0, device="auto", strategy=None) -> tuple[Result, Any]:
     """Train a fresh network on ``bench`` with method ``label``; returns the result and the strategy.
 
-    The network is the preset's MLP, or the one the strategy needs (its ``model_arch``, e.g. PNN's columns).
+    The network is the preset's MLP, or the one the strategy needs (its ``model_arch``, e.g. PNN's columns);
+    ``strategy``: an instance to use instead of the preset's (built by :func:`strategy_for`).
     """
     arch = REGISTRY[settings["hp"][label]["strategy"]].model_arch or settings.get("arch", "mlp")
     model = build_model(bench, arch=arch, hidden=tuple(settings["hidden"]), seed=seed)
-    strategy = strategy_for(label, settings, buffer, bench)
+    strategy = strategy if strategy is not None else strategy_for(label, settings, buffer, bench)
     lr = buffer_changes(label, settings, buffer, bench).get("lr") if label in BUFFERED else None
     started = time.perf_counter()
     result = fit(model, bench, strategy, train_config({**settings, "lr": lr or settings["lr"]}, seed), device=device,
@@ -197,17 +198,39 @@ def held_bytes(strategy) -> int:
     return walk(strategy.state_dict())
 
 
+def _clock_tasks(strategy) -> dict[str, float]:
+    """Wrap ``strategy``'s ``before_task``/``after_task`` so that the returned dict holds the process's
+    CPU time when the last task's steps started and ended (the strategy's own hooks not counted)."""
+    marks: dict[str, float] = {}
+    before, after = strategy.before_task, strategy.after_task
+
+    def before_task(model, task):
+        before(model, task)
+        marks["start"] = time.process_time()
+
+    def after_task(model, task, data):
+        marks["end"] = time.process_time()
+        after(model, task, data)
+
+    strategy.before_task, strategy.after_task = before_task, after_task
+    return marks
+
+
 def cost(labels: Iterable[str], bench: bm.Benchmark, settings: Mapping[str, Any], *, buffer: int,
          seed: int = 0, device="auto") -> pd.DataFrame:
-    """Per method: training seconds per step over the last task (all earlier tasks trained first),
-    relative to SGD's, and the memory the strategy holds at the end, in KiB."""
+    """Per method: CPU seconds of the process per training step over the last task (all earlier tasks
+    trained first; from the end of ``before_task`` to the start of ``after_task``: the steps only),
+    relative to SGD's, and the memory the strategy holds at the end, in KiB. CPU time, not wall time:
+    a step's cost does not depend on what else the machine runs."""
     rows = []
     for label in [label for label in labels if runs_in(label, bench, settings)]:
-        result, strategy = run(label, bench, settings, buffer=buffer, seed=seed, device=device)
+        strategy = strategy_for(label, settings, buffer, bench)
+        marks = _clock_tasks(strategy)
+        result, strategy = run(label, bench, settings, buffer=buffer, seed=seed, device=device, strategy=strategy)
         # the samples of the last task's epochs (iCaRL adds its exemplars to the task's data)
         samples = len(strategy.training_data(bench.tasks[-1]).data)
         steps = int(np.ceil(samples / settings["batch_size"])) * settings["epochs"]
-        per_step = result.timings["train_seconds"][-1] / steps
+        per_step = (marks["end"] - marks["start"]) / steps
         rows.append({"method": label, "ms per step": 1000 * per_step, "memory held (KiB)": held_bytes(strategy) / 1024})
     frame = pd.DataFrame(rows).set_index("method")
     if "SGD" in frame.index:
