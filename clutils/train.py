@@ -2,9 +2,9 @@
 
 For each task: the strategy's hooks around training; every step minimises
 ``strategy.loss + strategy.penalty`` (the loss is the cross-entropy unless the strategy
-changes it) and evaluation predicts with ``strategy.predict`` (the largest logit by default); after the task, every task's test set is
-evaluated (tasks not trained yet too, for forward transfer). Data stays on the
-device and batches are taken by index. With ``run_dir`` the state is
+changes it, as iCaRL does); after the task, every task's test set is evaluated with
+``strategy.predict`` (the largest logit unless the strategy changes it), tasks not trained
+yet too (for forward transfer). Data stays on the device and batches are taken by index. With ``run_dir`` the state is
 checkpointed after each task (:mod:`clutils.checkpoint`) and an interrupted run
 resumes where it stopped. The loss is read every ``DIVERGENCE_CHECK_EVERY``
 steps (one device sync) and a NaN, infinite or exploding loss stops the run.
@@ -213,9 +213,9 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
     its samples; the task loss is the strategy's ``loss``, by default the cross-entropy over all
     of them) and shows the strategy the current batch with its logits afterwards (``observe``).
 
-    Returns the mean task loss (the strategy's ``loss``, cross-entropy by default) of each epoch and, apart, the mean penalty of
-    each epoch, the same for every strategy. A strategy that adds its penalty's gradient itself
-    (``applies_penalty_gradient``) has the penalty's value measured without a graph every
+    Returns the mean task loss (the strategy's ``loss``, cross-entropy by default) of each epoch
+    and, apart, the mean penalty of each epoch, the same for every strategy. A strategy that adds
+    its penalty's gradient itself (``applies_penalty_gradient``) has the penalty's value measured without a graph every
     ``PENALTY_SAMPLE_EVERY`` steps and at the epoch's last step (its epoch mean is over those steps).
     """
     x, y, ids = data.data.x, data.data.y, data.task_ids
