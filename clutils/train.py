@@ -1,9 +1,10 @@
 """The one training loop behind every experiment of the book.
 
 For each task: the strategy's hooks around training; every step minimises
-``task loss + strategy.penalty``; after the task, every task's test set is
-evaluated (tasks not trained yet too, for forward transfer). Data stays on the
-device and batches are taken by index. With ``run_dir`` the state is
+``strategy.loss + strategy.penalty`` (the loss is the cross-entropy unless the strategy
+changes it, as iCaRL does); after the task, every task's test set is evaluated with
+``strategy.predict`` (the largest logit unless the strategy changes it), tasks not trained
+yet too (for forward transfer). Data stays on the device and batches are taken by index. With ``run_dir`` the state is
 checkpointed after each task (:mod:`clutils.checkpoint`) and an interrupted run
 resumes where it stopped. The loss is read every ``DIVERGENCE_CHECK_EVERY``
 steps (one device sync) and a NaN, infinite or exploding loss stops the run.
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, differences, locked, read_checkpoint, write_checkpoint
@@ -147,9 +147,12 @@ def _task_argument(benchmark: Benchmark, task: Task) -> int | None:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, task: int | None, batch_size: int) -> torch.Tensor:
-    """Predicted labels for ``x`` in batches."""
-    return torch.cat([model(x[i:i + batch_size], task).argmax(1) for i in range(0, len(x), batch_size)])
+def predict(model: torch.nn.Module, x: torch.Tensor, task: int | None, batch_size: int,
+            strategy: Strategy | None = None) -> torch.Tensor:
+    """Predicted labels for ``x`` in batches (the strategy's ``predict``; default: the largest logit)."""
+    if strategy is None:
+        return torch.cat([model(x[i:i + batch_size], task).argmax(1) for i in range(0, len(x), batch_size)])
+    return torch.cat([strategy.predict(model, x[i:i + batch_size], task) for i in range(0, len(x), batch_size)])
 
 
 @torch.no_grad()
@@ -164,7 +167,7 @@ def evaluate(model: torch.nn.Module, benchmark: Benchmark, strategy: Strategy, b
     matrix = None
     for task in benchmark.tasks:
         strategy.before_eval_task(model, task)
-        pred = predict(model, task.test.x, _task_argument(benchmark, task), batch_size)
+        pred = predict(model, task.test.x, _task_argument(benchmark, task), batch_size, strategy)
         accuracies.append((pred == task.test.y).float().mean().item())
         if confusion:
             true = benchmark.to_dataset_labels(task, task.test.y)
@@ -207,12 +210,12 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
     """Train ``task`` for ``config.epochs_of(task.index)`` epochs.
 
     Each step trains on the strategy's ``extend_batch`` of the current batch (replay appends
-    its samples; the task loss is the cross-entropy over all of them) and shows the strategy
-    the current batch with its logits afterwards (``observe``).
+    its samples; the task loss is the strategy's ``loss``, by default the cross-entropy over all
+    of them) and shows the strategy the current batch with its logits afterwards (``observe``).
 
-    Returns the mean task loss (cross-entropy) of each epoch and, apart, the mean penalty of
-    each epoch, the same for every strategy. A strategy that adds its penalty's gradient itself
-    (``applies_penalty_gradient``) has the penalty's value measured without a graph every
+    Returns the mean task loss (the strategy's ``loss``, cross-entropy by default) of each epoch
+    and, apart, the mean penalty of each epoch, the same for every strategy. A strategy that adds
+    its penalty's gradient itself (``applies_penalty_gradient``) has the penalty's value measured without a graph every
     ``PENALTY_SAMPLE_EVERY`` steps and at the epoch's last step (its epoch mean is over those steps).
     """
     x, y, ids = data.data.x, data.data.y, data.task_ids
@@ -241,7 +244,7 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
             strategy.before_step(model, Step(task.index, epoch, epochs, step, steps))
             xt, yt, tt = strategy.extend_batch(xb, yb, tb)
             logits = model(xt, tt)
-            loss = F.cross_entropy(logits, yt)
+            loss = strategy.loss(model, Batch(xt, yt, tt, logits))  # default: F.cross_entropy(logits, yt)
             penalty = reported = None
             if strategy.applies_penalty_gradient:
                 if step % PENALTY_SAMPLE_EVERY == 0 or step == steps:

@@ -382,3 +382,64 @@ def test_code_excerpts_on_the_chapter_page_are_verbatim_from_the_implementation(
     for block in blocks:
         assert any(block.strip("\n") in source for source in sources), f"excerpt not found in the replay code:\n{block}"
     assert "## Deep generative replay" in page and "replay_9_generative.ipynb" in page
+
+
+# ----------------------------------------------------------------------------- the table's method list
+
+
+def test_the_table_lists_every_method_of_the_preset_and_says_which_are_not_in_clutils_yet():
+    from clutils import presets
+    from clutils.experiments import replay as ex
+    from clutils.strategies import REGISTRY
+
+    settings = presets.get("replay-table", "smoke")
+    assert {"PNN", "iCaRL", "GEM"} <= set(settings["methods"])
+    assert ex.missing(settings["methods"], settings) == ([] if "pnn" in REGISTRY else ["PNN"])
+    domain = split("domain")
+    assert not ex.runs_in("iCaRL", domain, settings)  # no Domain-IL entry, as in the paper
+    assert ex.runs_in("ER", domain, settings)
+    frame = ex.run_grid(["iCaRL"], domain, settings, seeds=[0], device="cpu")
+    assert frame.empty and list(frame.columns)[:2] == ["method", "buffer"]
+
+
+def test_a_method_registered_later_joins_the_table_in_the_scenarios_it_declares(monkeypatch):
+    """PNN is one entry of the preset: once its strategy is registered it runs (Task-IL only)."""
+    from clutils import presets
+    from clutils.experiments import replay as ex
+    from clutils.strategies import REGISTRY
+    from clutils.strategies.base import Strategy
+
+    class Columns(Strategy):
+        name = "pnn"
+        scenarios = ("task",)
+
+    monkeypatch.setitem(REGISTRY, "pnn", Columns)
+    settings = presets.get("replay-table", "smoke")
+    assert ex.missing(settings["methods"], settings) == []
+    task_frame = ex.run_grid(["PNN", "SGD"], split("task"), settings, seeds=[0], device="cpu")
+    assert sorted(task_frame.method) == ["PNN", "SGD"] and set(task_frame.buffer) == {"-"}
+    class_frame = ex.run_grid(["PNN", "SGD"], split("class"), settings, seeds=[0], device="cpu")
+    assert list(class_frame.method) == ["SGD"]
+
+
+def test_the_authors_sequential_mnist_values_per_buffer_apply_to_the_split_benchmarks_only():
+    from clutils import presets
+    from clutils.experiments import replay as ex
+
+    settings = presets.get("replay-table", "quick")
+    permuted = make_benchmark("permuted-mnist", dataset="digits", n_tasks=2, train_per_class=5, test_per_class=2)
+    assert ex.buffer_changes("ER", settings, 200, split("class")) == {"lr": 0.01}
+    assert ex.buffer_changes("ER", settings, 200, permuted) == {}
+    assert ex.strategy_for("DER", settings, 500, split("class")).hp["alpha"] == 1.0
+    assert ex.strategy_for("DER", settings, 500, permuted).hp["alpha"] == settings["hp"]["DER"]["hp"]["alpha"]
+
+
+def test_cost_measures_cpu_time_per_step_of_the_last_task_and_the_memory_held():
+    from clutils import presets
+    from clutils.experiments import replay as ex
+
+    settings = {**presets.get("replay-table", "smoke"), "hidden": [16]}
+    costs = ex.cost(["SGD", "ER"], split("class"), settings, buffer=20, device="cpu")
+    assert list(costs.index) == ["SGD", "ER"] and (costs["ms per step"] > 0).all()
+    assert costs.loc["SGD", "x SGD"] == 1.0
+    assert costs.loc["SGD", "memory held (KiB)"] == 0 and costs.loc["ER", "memory held (KiB)"] > 20 * 64 * 4 / 1024

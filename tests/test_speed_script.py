@@ -106,6 +106,42 @@ def test_tiny_run_with_avalanche(tmp_path, offline_env):
     assert float(rows[("avalanche", "naive")][3].replace(",", "")) > 0, done.stdout
 
 
+REPLAY = ("er", "der", "a-gem", "gem")
+
+
+@pytest.mark.slow
+def test_tiny_run_with_avalanche_replay_strategies(tmp_path, offline_env):
+    """ER, DER, A-GEM and GEM next to Avalanche 0.6's Replay, DER, AGEM and GEM (their argument names)."""
+    pytest.importorskip("avalanche")
+    out = tmp_path / "speed.json"
+    done = run_script([*TINY, "--strategies", "naive," + ",".join(REPLAY), "--avalanche", "--json", str(out)],
+                      offline_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {(r[1], r[2]): r for r in table_rows(done.stdout)}
+    for name in REPLAY:
+        for framework in ("clutils", "avalanche"):
+            assert float(rows[(framework, name)][3].replace(",", "")) > 0, (framework, name, done.stdout)
+    checks = json.loads(out.read_text())["targets"]
+    for name in REPLAY:
+        assert any(f"clutils {name}: " in c["check"] and "faster than Avalanche" in c["check"]
+                   and "not measured" not in c["check"] for c in checks), (name, checks)
+
+
+def test_the_avalanche_target_is_a_lower_bound_on_avalanches_time_over_clutils(speed):
+    def row(framework, strategy, train_s):
+        return {"width": 8, "framework": framework, "strategy": strategy, "train_s": train_s,
+                "x_bare": 1.0, "step_x_naive": 1.0, "after_task_per_epoch": None}
+
+    fast = [row("clutils", "gem", 1.0), row("avalanche", "gem", 2.0)]
+    slow = [row("clutils", "gem", 1.0), row("avalanche", "gem", 1.2)]
+    assert speed.avalanche_speedup(fast[0], fast) == 2.0
+    met = {line: ok for ok, line in speed.check_targets(fast) if "Avalanche" in line}
+    assert list(met.values()) == [True] and "target >= 1.5" in next(iter(met))
+    assert [ok for ok, line in speed.check_targets(slow) if "Avalanche" in line] == [False]
+    alone = [row("clutils", "gem", 1.0)]  # Avalanche not installed: reported as not measured
+    assert [ok for ok, line in speed.check_targets(alone) if "Avalanche" in line] == [False]
+
+
 # ------------------------------------------------------------------ arguments
 
 

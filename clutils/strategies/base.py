@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from ..data.benchmarks import Benchmark, Task
 from ..data.tensors import TensorData
@@ -122,6 +123,14 @@ class Strategy:
         """
         return x, y, task
 
+    def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        """The step's task loss on the extended ``batch`` (its logits hold the graph).
+
+        The default is the mean cross-entropy, ``F.cross_entropy(batch.logits, batch.y)``;
+        iCaRL replaces it with a sigmoid binary cross-entropy with distillation targets.
+        """
+        return F.cross_entropy(batch.logits, batch.y)
+
     def penalty(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor | None:
         """Added to the task loss of every step (None: no penalty); ``batch`` is the extended batch."""
         return None
@@ -144,6 +153,11 @@ class Strategy:
 
     def before_eval(self, model: torch.nn.Module) -> None:
         """Before all tasks are evaluated."""
+
+    def predict(self, model: torch.nn.Module, x: torch.Tensor, task: int | None) -> torch.Tensor:
+        """Predicted labels of a batch at evaluation: the default is the largest logit; iCaRL
+        classifies by the nearest mean of exemplars."""
+        return model(x, task).argmax(1)
 
     def before_eval_task(self, model: torch.nn.Module, task: Task) -> None:
         """Before one task is evaluated."""

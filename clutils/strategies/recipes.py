@@ -144,6 +144,8 @@ RECIPES.update({
     "der++": Recipe(**_REPLAY_SGD, hp={"buffer_size": 200, "alpha": 0.2, "beta": 1.0}),
     "a-gem": Recipe(**_REPLAY_SGD, hp={"buffer_size": 200}),
     "gem": Recipe(**_REPLAY_SGD, hp={"buffer_size": 200, "margin": 0.5}),
+    # iCaRL: the same training on the task's data and its exemplars (buffer_size is the total memory M)
+    "icarl": Recipe(**_REPLAY_SGD, hp={"buffer_size": 200}),
 })
 
 

@@ -8,4 +8,4 @@
 
 The memories are :mod:`clutils.buffers`: tensors on the device, filled in place.
 """
-from . import agem, der, er, gem  # noqa: F401  (importing registers the strategies)
+from . import agem, der, er, gem, icarl  # noqa: F401  (importing registers the strategies)
