@@ -265,3 +265,19 @@ def test_the_chapter_experiments_run_on_digits_in_the_smoke_profile():
     assert set(kd.distilled) == {4.0}
     mt = ex.run_multitask(d, presets.get("transfer-multitask", "smoke"), 0, weightings=["equal", "gradnorm"])
     assert set(mt.accuracy) == {"equal", "gradnorm"} and all(len(v) == 2 for v in mt.accuracy.values())
+
+
+# ----------------------------------------------------------------------------- the chapter page
+
+def test_code_excerpts_on_the_chapter_page_are_verbatim_from_clutils_transfer():
+    """book/transfer.md shows the code beside the formulas; it must not drift from the modules."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "book" / "transfer.md").read_text()
+    source = "\n".join(p.read_text() for p in sorted((root / "clutils" / "transfer").glob("*.py")))
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    assert len(blocks) >= 5
+    for block in blocks:
+        assert block.strip("\n") in source, f"excerpt not found in clutils/transfer/:\n{block}"
