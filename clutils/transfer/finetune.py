@@ -1,0 +1,68 @@
+"""Fine-tuning a pre-trained network on a new task: four modes (lecture, section 2, "Fine-tuning").
+
+A source model ``head(body(x))`` pre-trained on the source task is reused for a target task with
+other classes: the body is kept, the output layer is new (``target_classes`` outputs). The modes
+differ in what the target data may change:
+
+* ``scratch``: the body is re-initialised (no transfer; the reference);
+* ``linear_probe``: the body is frozen (``requires_grad=False``, outside the optimizer): only the
+  new head learns, :math:`\\min_{W_h} L(W_h\\, \\phi_{\\theta_S}(x), y)`, and the body stays
+  bit-identical to the source's;
+* ``lower_lr``: every layer learns, the body at ``body_lr_factor`` times the head's rate;
+* ``full``: every layer learns at the same rate, from the source weights.
+
+The lecture: "to avoid overfitting, one can often *freeze* convolutional layers for small target
+datasets"; with plenty of target data the frozen features cost accuracy. In a continual-learning
+reading, ``full`` is the naive baseline that forgets: nothing keeps the body good for the source
+task, which the chapter measures through the source head.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..models import MLP
+
+MODES = ("scratch", "linear_probe", "lower_lr", "full")
+
+
+class Classifier(nn.Module):
+    """``head(body(x))``: a :class:`clutils.models.MLP` body and one linear output layer."""
+
+    def __init__(self, in_features: int, hidden: Sequence[int], n_classes: int):
+        super().__init__()
+        self.body = MLP(in_features, tuple(hidden))
+        self.head = nn.Linear(self.body.out_features, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def prepare_finetune(source: Classifier, mode: str, target_classes: int, lr: float, *,
+                     body_lr_factor: float = 0.1, seed: int = 0) -> tuple[Classifier, list[dict]]:
+    """A copy of ``source`` with a new head for ``target_classes``, and the optimizer's groups for ``mode``.
+
+    The new head (and, for ``scratch``, the body) is initialised from ``seed``, so every mode of
+    one seed starts from the same head. ``source`` itself is never modified.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown fine-tuning mode {mode!r}; choose one of: {', '.join(MODES)}")
+    if not 0 < body_lr_factor <= 1:
+        raise ValueError(f"body_lr_factor must be in (0, 1], got {body_lr_factor}")
+    model = copy.deepcopy(source)
+    torch.manual_seed(seed)
+    model.head = nn.Linear(source.head.in_features, target_classes).to(source.head.weight.device)
+    if mode == "scratch":
+        for layer in model.body.modules():
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+    if mode == "linear_probe":
+        for p in model.body.parameters():
+            p.requires_grad_(False)
+        return model, [{"params": list(model.head.parameters()), "lr": lr}]
+    body_lr = lr * body_lr_factor if mode == "lower_lr" else lr
+    return model, [{"params": list(model.body.parameters()), "lr": body_lr},
+                   {"params": list(model.head.parameters()), "lr": lr}]
