@@ -161,6 +161,8 @@ ARCHITECTURES = ("mlp", "cifarnet")
 # The HAT chapter: gated networks with one head per task (clutils.models_hat), task-incremental only.
 HAT_ARCHS = {"hat-mlp": "mlp", "hat-alexnet": "alexnet", "hat-resnet": "resnet"}
 ARCHITECTURES = ARCHITECTURES + tuple(HAT_ARCHS)
+# The DEN chapter: an MLP that grows in preallocated shapes (clutils.models_den), task-incremental only.
+ARCHITECTURES = ARCHITECTURES + ("den-mlp",)
 
 
 def build_model(benchmark: Benchmark, arch: str = "mlp", hidden: Sequence[int] = (2000, 2000),
@@ -175,6 +177,9 @@ def build_model(benchmark: Benchmark, arch: str = "mlp", hidden: Sequence[int] =
     if arch in HAT_ARCHS:  # the HAT chapter's gated networks (clutils.models_hat)
         from .models_hat import build_hat_model
         return build_hat_model(benchmark, HAT_ARCHS[arch], hidden=hidden, dropout=dropout, seed=seed, **body_options)
+    if arch == "den-mlp":  # the DEN chapter's growable MLP (clutils.models_den)
+        from .models_den import build_den_model
+        return build_den_model(benchmark, hidden=hidden, seed=seed, **body_options)
     if seed is not None:
         torch.manual_seed(seed)
     shape = benchmark.input_shape
