@@ -58,3 +58,4 @@ from . import spp  # noqa: E402,F401
 from . import hat  # noqa: E402,F401  (HAT chapter)
 from . import replay  # noqa: E402,F401  (the replay chapter)
 from . import generative  # noqa: E402,F401  (the replay chapter's deep generative replay)
+from . import den  # noqa: E402,F401  (the expansion chapter: DEN)
