@@ -173,3 +173,12 @@ def test_l2_baseline_pulls_towards_the_previous_weights(bench):
         moved[lam] = (snapshots[-1] - snapshots[0]).norm().item()
         assert "body.layers.1.weight" in strategy.anchor and not any(k.startswith("head") for k in strategy.anchor)
     assert moved[100.0] < 0.5 * moved[0.0], moved
+
+
+def test_a_full_layer_stops_growing_instead_of_failing(bench):
+    from clutils.models_den import build_den_model
+    model = build_den_model(bench, hidden=(8, 4), capacity=(14, 6), seed=0)
+    strategy = make("den", epochs=1, batch_size=32, tau=0.0, sigma=0.0, max_split=100)
+    fit(model, bench, strategy, TrainConfig(epochs=1, batch_size=32, progress=False), device="cpu")
+    assert all(n <= c for n, c in zip(model.n_units(), (14, 6)))
+    assert any(any(e.get("capacity_reached", [])) for e in strategy.log)

@@ -48,11 +48,11 @@ _QUICK_TRAIN = {"optimizer": _DEN.optimizer, "lr": _DEN.lr, "batch_size": _DEN.b
 define(
     "den-variation",
     smoke={**_QUICK_TRAIN, "dataset": "digits", "tasks": 4, "train_per_task": 60, "test_per_task": 40,
-           "pool_per_class": None, "noise": 0.3, "rotate": True, "epochs": 3, "hidden": [32, 16], "capacity": [96, 48],
+           "pool_per_class": None, "noise": 0.3, "rotate": True, "epochs": 3, "hidden": [32, 16], "capacity": [128, 96],
            "methods": _methods({**_DEN.hp, "epochs": 3}, 50), "reference": ["PNN", "DNN-STL"],
            "margin": 0.05, "size_ratio": 0.8, "retention_tasks": [0, 1, 2]},
     quick={**_QUICK_TRAIN, "dataset": "fashion-mnist", "tasks": 10, "train_per_task": 400, "test_per_task": 400,
-           "pool_per_class": 1000, "noise": 0.5, "rotate": True, "epochs": 10, "hidden": [100, 50], "capacity": [300, 150],
+           "pool_per_class": 1000, "noise": 0.5, "rotate": True, "epochs": 10, "hidden": [100, 50], "capacity": [300, 250],
            "methods": _methods(_DEN.hp, 200), "reference": ["PNN", "DNN-STL"],
            "margin": 0.03, "size_ratio": 0.6, "retention_tasks": [0, 3, 6]},
     paper={"optimizer": _DEN_PAPER.optimizer, "lr": _DEN_PAPER.lr, "batch_size": _DEN_PAPER.batch_size,

@@ -135,6 +135,7 @@ class DEN(Strategy):
         self.anchor: dict[str, torch.Tensor] = {}
         self.group_rows: dict[int, torch.Tensor] = {}
         self.seed = 0
+        self._targets: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         #: per task: the phases that ran, their last-epoch loss, units added, removed and split per layer
         self.log: list[dict] = []
 
@@ -206,9 +207,9 @@ class DEN(Strategy):
         self.anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
         self.group_rows = {}
         if task.index == 0:
-            self.phase, self.masks = "first", self._first_masks(model, task.index)
+            self._use("first", self._first_masks(model, task.index))
         else:
-            self.phase, self.masks = "top", self._top_masks(model, task.index)
+            self._use("top", self._top_masks(model, task.index))
 
     def penalty(self, model, batch: Batch) -> torch.Tensor | None:
         if self.phase != "subnetwork" or self.hp["l2"] == 0:
@@ -223,12 +224,22 @@ class DEN(Strategy):
             pairs = [(p.grad, self.masks[n]) for n, p in model.named_parameters() if p.grad is not None]
             torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
 
+    def _l1_targets(self, model) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The weight matrices the current pass trains, with their masks (cached per pass)."""
+        if self._targets is None:
+            self._targets = [(p, self.masks[n].bool()) for n, p in model.named_parameters()
+                             if n.endswith("weight") and self.masks[n].any()]
+        return self._targets
+
+    def _use(self, phase: str, masks: dict[str, torch.Tensor]) -> None:
+        """Start ``phase``, training the entries of ``masks``."""
+        self.phase, self.masks, self._targets = phase, masks, None
+
     def after_step(self, model) -> None:
         with torch.no_grad():
-            for n, p in model.named_parameters():
-                if n.endswith("weight") and self.hp["l1"] > 0:
-                    m = self.masks[n]
-                    p.copy_(torch.where(m.bool(), prox_l1(p, self.hp["l1"]), p))
+            if self.hp["l1"] > 0:
+                for p, m in self._l1_targets(model):
+                    p.copy_(torch.where(m, prox_l1(p, self.hp["l1"]), p))
             for l, rows in self.group_rows.items():
                 w = model.fcs[l].weight
                 w[rows] = prox_group_lasso(w[rows], self.hp["group"])
@@ -241,7 +252,8 @@ class DEN(Strategy):
             if needs_expansion(entry["losses"]["subnetwork"], self.hp["tau"]):
                 self._expand(model, task, data, entry)
             self._split(model, task, data, entry)
-        self.phase, self.masks, self.group_rows = "first", {}, {}
+        self._use("first", {})
+        self.group_rows = {}
         entry["units"] = model.n_units()
         entry["parameters"] = model.n_parameters(task.index + 1)
         self.log.append(entry)
@@ -250,7 +262,7 @@ class DEN(Strategy):
     def _pass(self, model, task, data, phase: str, masks: dict[str, torch.Tensor]) -> float:
         """Train ``task`` for ``epochs`` epochs with the loop's own step; returns the last epoch's loss."""
         from ..train import TrainConfig, make_optimizer, train_task  # the loop imports the strategies
-        self.phase, self.masks = phase, masks
+        self._use(phase, masks)
         config = TrainConfig(epochs=self.hp["epochs"], batch_size=self.hp["batch_size"], lr=self.hp["lr"],
                              optimizer="adam", seed=self.seed + 7919 * (PHASES.index(phase) + 1), progress=False)
         losses, _ = train_task(model, self.benchmark, task, data, self, make_optimizer(model, config), config)
@@ -262,7 +274,10 @@ class DEN(Strategy):
         entry["losses"]["subnetwork"] = self._pass(model, task, data, "subnetwork", masks)
 
     def _expand(self, model, task, data, entry) -> None:
-        new = {l: model.activate(l, self.hp["k"], task.index) for l in range(model.n_layers)}
+        # at most the layer's reserved units (a full layer grows no more: the log says so)
+        room = [int((~model.active(l)).sum()) for l in range(model.n_layers)]
+        entry["capacity_reached"] = [r < self.hp["k"] for r in room]
+        new = {l: model.activate(l, min(self.hp["k"], room[l]), task.index) for l in range(model.n_layers)}
         entry["added"] = [len(u) for u in new.values()]
         self.group_rows = new
         entry["losses"]["expansion"] = self._pass(model, task, data, "expansion", self._new_unit_masks(model, task.index, new))
