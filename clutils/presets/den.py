@@ -17,11 +17,16 @@ and AwA's binary tasks are not in clutils (AwA has no downloader: see the chapte
 
 ``quick``: the stand-in on a CPU: Fashion-MNIST (MNIST's one-versus-rest tasks are too easy to
 separate the methods), each image rotated by a random angle and with N(0, 0.5^2) noise on the
-standardised pixels, 10 tasks of 400 training images (balanced), a 784-100-50 network, 10 epochs
-of Adam at 1e-3, batch 32. DEN's l1 per step is 1e-4 (the code's 1e-5 leaves the network dense in
-~130 steps per task; 1e-4 was the smallest of 1e-5, 3e-5, 1e-4 that made it clearly sparse at the
-same accuracy on seed 0), the group threshold 1e-2, tau 0.01, sigma 0.05, k = 10.
-EWC's lam 100 and L2's lam 0.1 were the best of {1, 10, 100, 1000} and {0.01, 0.1, 1} on seed 0.
+standardised pixels, 10 tasks of 400 training images (balanced), a 784-100-50 network (DEN's layers
+allocated 300 and 250 wide), 10 epochs of Adam at 1e-3, batch 32, for every method; DEN's own passes
+5 epochs each. DEN's constants are the code's except three, tried on seed 0 only (one run each, a busy
+CPU): the L1 step 1e-4 (the code's 1e-5 leaves the network dense in ~130 steps per task; 5e-4 lost
+11 points of accuracy), the group step 1e-2 (1e-3 kept more units for no accuracy) and the L2 pull 2
+(0.05 and 0.5 let the old tasks drift more: 0.67 and 0.76 average accuracy against 0.76 at a
+smaller size). EWC's lam 100 is the ALASSO chapter's recipe and L2's lam 0.1 the value with which
+permuted digits are still learnt in the tests: neither is tuned here. ``margin`` and ``size_ratio``
+define the core claim: DEN's accuracy within ``margin`` of the reference's, its size below
+``size_ratio`` of the reference's.
 ``smoke``: seconds, on scikit-learn's digits.
 """
 from ..strategies.recipes import recipe_of
@@ -54,10 +59,10 @@ define(
     quick={**_QUICK_TRAIN, "dataset": "fashion-mnist", "tasks": 10, "train_per_task": 400, "test_per_task": 400,
            "pool_per_class": 1000, "noise": 0.5, "rotate": True, "epochs": 10, "hidden": [100, 50], "capacity": [300, 250],
            "methods": _methods(_DEN.hp, 200), "reference": ["PNN", "DNN-STL"],
-           "margin": 0.03, "size_ratio": 0.6, "retention_tasks": [0, 3, 6]},
+           "margin": 0.08, "size_ratio": 0.5, "retention_tasks": [0, 3, 6]},
     paper={"optimizer": _DEN_PAPER.optimizer, "lr": _DEN_PAPER.lr, "batch_size": _DEN_PAPER.batch_size,
            "dataset": "mnist", "tasks": 10, "train_per_task": None, "test_per_task": None, "pool_per_class": None,
            "noise": 0.5, "rotate": True, "epochs": 20, "hidden": [312, 128], "capacity": [1248, 512],
            "methods": _methods(_DEN_PAPER.hp, 1000), "reference": ["PNN", "DNN-STL"],
-           "margin": 0.03, "size_ratio": 0.6, "retention_tasks": [0, 3, 6]},
+           "margin": 0.05, "size_ratio": 0.5, "retention_tasks": [0, 3, 6]},
 )

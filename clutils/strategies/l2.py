@@ -1,7 +1,7 @@
 """DNN-L2: an L2 pull to the weights after the previous task (a baseline of the DEN paper, Section 4.1).
 
 Every step adds ``(lam / 2) sum_i (theta_i - theta_i^{t-1})^2`` over the shared
-parameters (the body; the task heads are free), where ``theta^{t-1}`` are the weights at
+parameters (every parameter but the task heads of a task-incremental model), where ``theta^{t-1}`` are the weights at
 the end of the previous task: EWC with every weight equally important.
 """
 from __future__ import annotations
@@ -14,15 +14,16 @@ from .registry import register
 
 @register
 class L2(Strategy):
-    """The DEN paper's DNN-L2 baseline: ``(lam/2) ||theta - theta^{t-1}||^2`` on the shared layers."""
+    """The DEN paper's DNN-L2 baseline: ``(lam/2) ||theta - theta^{t-1}||^2`` on the shared parameters."""
 
     name = "l2"
     defaults = {"lam": 1.0}
 
     def setup(self, model, benchmark) -> None:
         super().setup(model, benchmark)
-        heads = {id(p) for layer in (model.output_layers() if hasattr(model, "output_layers") else [])
-                 for p in layer.parameters()}
+        # one head per task (task-incremental): each task's own head is free; a shared head is pulled too
+        per_task = benchmark.scenario == "task" and hasattr(model, "output_layers")
+        heads = {id(p) for layer in (model.output_layers() if per_task else []) for p in layer.parameters()}
         self.shared = {n for n, p in parameters_of(model).items() if id(p) not in heads}
         self.anchor: dict[str, torch.Tensor] = {}
 
