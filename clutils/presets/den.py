@@ -59,7 +59,7 @@ define(
     quick={**_QUICK_TRAIN, "dataset": "fashion-mnist", "tasks": 10, "train_per_task": 400, "test_per_task": 400,
            "pool_per_class": 1000, "noise": 0.5, "rotate": True, "epochs": 10, "hidden": [100, 50], "capacity": [300, 250],
            "methods": _methods(_DEN.hp, 200), "reference": ["PNN", "DNN-STL"],
-           "margin": 0.08, "size_ratio": 0.5, "retention_tasks": [0, 3, 6]},
+           "margin": 0.06, "size_ratio": 0.5, "retention_tasks": [0, 3, 6]},
     paper={"optimizer": _DEN_PAPER.optimizer, "lr": _DEN_PAPER.lr, "batch_size": _DEN_PAPER.batch_size,
            "dataset": "mnist", "tasks": 10, "train_per_task": None, "test_per_task": None, "pool_per_class": None,
            "noise": 0.5, "rotate": True, "epochs": 20, "hidden": [312, 128], "capacity": [1248, 512],
