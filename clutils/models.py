@@ -164,6 +164,8 @@ ARCHITECTURES = ARCHITECTURES + tuple(HAT_ARCHS)
 # The expansion chapter: progressive networks, one MLP column per task (clutils.models_pnn), task-incremental only.
 PNN_ARCHS = ("pnn-mlp",)
 ARCHITECTURES = ARCHITECTURES + PNN_ARCHS
+# The DEN chapter: an MLP that grows in preallocated shapes (clutils.models_den), task-incremental only.
+ARCHITECTURES = ARCHITECTURES + ("den-mlp",)
 
 
 def build_model(benchmark: Benchmark, arch: str = "mlp", hidden: Sequence[int] = (2000, 2000),
@@ -181,6 +183,9 @@ def build_model(benchmark: Benchmark, arch: str = "mlp", hidden: Sequence[int] =
     if arch in PNN_ARCHS:  # the expansion chapter's progressive network (clutils.models_pnn)
         from .models_pnn import build_pnn_model
         return build_pnn_model(benchmark, hidden=hidden, seed=seed)
+    if arch == "den-mlp":  # the DEN chapter's growable MLP (clutils.models_den)
+        from .models_den import build_den_model
+        return build_den_model(benchmark, hidden=hidden, seed=seed, **body_options)
     if seed is not None:
         torch.manual_seed(seed)
     shape = benchmark.input_shape

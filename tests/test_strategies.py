@@ -136,6 +136,10 @@ CASES: dict[str, Case] = {
     "hat": Case({}, "split-task", {"optimizer": "sgd", "lr": 0.5}),
     # PNN (a column per task, a head per column): task-incremental only, as HAT
     "pnn": Case({}, "split-task", {"optimizer": "sgd", "lr": 0.5}),
+    # DEN (growable network, a head per task): task-incremental only; its own passes train with Adam
+    "den": Case({"epochs": 5, "batch_size": 32}, "split-task", {"optimizer": "sgd", "lr": 0.5}),
+    # DEN's DNN-L2 baseline: a uniform pull weak enough for permuted digits to be learnt (10 is not)
+    "l2": Case({"lam": 0.1}),
 }
 VARIANTS: dict[str, tuple[str, Case]] = {
     "ewc-empirical": ("ewc", Case({"fisher": "empirical"})),

@@ -12,6 +12,7 @@ from . import hat  # noqa: E402,F401  (HAT chapter)
 from . import replay  # noqa: E402,F401  (ER, DER, DER++, A-GEM, GEM, iCaRL: the replay chapter)
 from . import generative  # noqa: E402,F401  (deep generative replay: the replay chapter)
 from . import pnn  # noqa: E402,F401  (progressive networks: the expansion chapter)
+from . import den, l2  # noqa: E402,F401  (DEN and its DNN-L2 baseline: the expansion chapter)
 
 __all__ = [
     "Batch", "Strategy", "TrainingData", "UnknownHyperparameterError",

@@ -1,0 +1,177 @@
+"""Chapter helpers for DEN (Yoon et al., ICLR 2018): the MNIST-Variation comparison (Section 4.1, Figure 3).
+
+The notebook ``notebooks/expansion_2_den.ipynb`` reads the preset ``den-variation``
+(:mod:`clutils.presets.den`) and calls these helpers; the strategy is
+:mod:`clutils.strategies.den`, the network :mod:`clutils.models_den`.
+
+* :func:`variation`: images rotated by a random angle each and noised (MNIST-Variation's kind);
+* :func:`benchmark`: one-versus-rest binary tasks on them, one task per class (balanced:
+  as many negatives, drawn from the other classes, as positives);
+* :func:`methods`: the comparison's methods from the preset, and those not yet in ``clutils``
+  (PNN until its strategy is registered);
+* :func:`run_method`: one method on the benchmark: its :class:`~clutils.result.Result`, its
+  network size (:func:`network_size`) and its wall time.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from ..data import benchmarks as bm
+from ..data.datasets import load_dataset
+from ..data.tensors import TensorData, subset_per_class
+from ..models import build_model
+from ..result import Result
+from ..strategies import REGISTRY, make
+from ..train import TrainConfig, fit
+
+#: What the paper reports on MNIST-Variation (Figure 3, read from the plot; Section 4.1).
+PAPER = {
+    "accuracy": "DEN about as accurate as DNN-Progressive and DNN-STL, above DNN, DNN-L2 and DNN-EWC",
+    "size": "DEN uses a fraction of DNN-Progressive's and DNN-STL's parameters (Figure 3)",
+    "tasks": 10,
+    "dataset": "MNIST-Variation (rotated and noised MNIST, one-versus-rest)",
+}
+
+
+def variation(x: torch.Tensor, seed: int, noise: float, rotate: bool = True) -> torch.Tensor:
+    """Images ``(N, C, H, W)`` each rotated by its own angle, uniform in [0, 360), plus N(0, noise^2) pixel noise.
+
+    The rotation pads from the border (the background); both draws come from ``seed``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    images = x.float()
+    if rotate:
+        theta = torch.rand(len(x), generator=generator) * 2 * math.pi
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        matrix = torch.zeros(len(x), 2, 3)
+        matrix[:, 0, 0], matrix[:, 0, 1], matrix[:, 1, 0], matrix[:, 1, 1] = cos, -sin, sin, cos
+        grid = torch.nn.functional.affine_grid(matrix, list(images.shape), align_corners=False)
+        images = torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border",
+                                                 align_corners=False)
+    if noise:
+        images = images + noise * torch.randn(images.shape, generator=generator)
+    return images
+
+
+def _binary(data: TensorData, positive: int, n: int | None, seed: int) -> TensorData:
+    """``n`` images of class ``positive`` (label 1) and as many of the other classes (label 0), shuffled."""
+    generator = torch.Generator().manual_seed(seed)
+    pos = torch.nonzero(data.y == positive).flatten()
+    neg = torch.nonzero(data.y != positive).flatten()
+    pos = pos[torch.randperm(len(pos), generator=generator)][:n]
+    neg = neg[torch.randperm(len(neg), generator=generator)][:len(pos)]
+    index = torch.cat([pos, neg])
+    y = torch.cat([torch.ones(len(pos), dtype=torch.int64), torch.zeros(len(neg), dtype=torch.int64)])
+    order = torch.randperm(len(index), generator=generator)
+    return TensorData(data.x[index[order]], y[order])
+
+
+def benchmark(settings: Mapping[str, Any], dataset: str | None = None, seed: int = 0, root=None) -> bm.Benchmark:
+    """One-versus-rest binary tasks on rotated, noised images of ``dataset`` (or the preset's), task-incremental.
+
+    Task ``k`` asks "is it class ``c_k``?" with ``c_k`` the k-th class in an order drawn from ``seed``;
+    ``train_per_task`` / ``test_per_task`` positives and as many negatives (None: every positive).
+    """
+    name = dataset or settings["dataset"]
+    source = load_dataset(name, root)
+    train, test = source.train, source.test
+    if settings.get("pool_per_class"):  # draw the tasks from a subset of the dataset (quick profiles)
+        train = subset_per_class(train, settings["pool_per_class"], seed)
+    noise, rotate = settings["noise"], settings.get("rotate", True)
+    train = TensorData(variation(train.x, seed + 101, noise, rotate), train.y)
+    test = TensorData(variation(test.x, seed + 202, noise, rotate), test.y)
+    order = torch.randperm(source.n_classes, generator=torch.Generator().manual_seed(seed)).tolist()
+    tasks = []
+    for k, c in enumerate(order[: settings["tasks"]]):
+        tasks.append(bm.Task(k, _binary(train, c, settings["train_per_task"] // 2 if settings["train_per_task"] else None,
+                                        seed * 1000 + k),
+                             _binary(test, c, settings["test_per_task"] // 2 if settings["test_per_task"] else None,
+                                     seed * 1000 + 500 + k),
+                             (source.n_classes, c), f"{source.class_names[c]} vs rest"))
+    names = tuple(source.class_names) + ("rest",)
+    return bm.Benchmark(f"{name}-variation one-vs-rest", "task", tasks, source.n_classes + 1, source.input_shape,
+                        name, names, {"seed": seed, "noise": noise, "rotate": rotate})
+
+
+@dataclass
+class Method:
+    """One row of the comparison: a label of the paper (``DNN-EWC``), the strategy and its hyperparameters."""
+
+    label: str
+    strategy: str
+    hp: dict[str, Any]
+
+    @property
+    def available(self) -> bool:
+        return self.strategy in REGISTRY
+
+
+def methods(settings: Mapping[str, Any]) -> list[Method]:
+    """The preset's methods in order (``settings["methods"]``: label -> [strategy, hp]).
+
+    A method whose strategy is not registered (PNN until ``clutils.strategies.pnn`` exists) stays
+    in the list with ``available`` False: the notebook marks it "not yet in clutils".
+    """
+    return [Method(label, name, dict(hp)) for label, (name, hp) in settings["methods"].items()]
+
+
+def network(bench: bm.Benchmark, settings: Mapping[str, Any], method: Method, seed: int = 0):
+    """The network ``method`` trains: its strategy's own architecture (``model_arch``), else the MLP."""
+    arch = REGISTRY[method.strategy].model_arch or "mlp"
+    options = {"capacity": tuple(settings["capacity"])} if arch == "den-mlp" and settings.get("capacity") else {}
+    return build_model(bench, arch, hidden=tuple(settings["hidden"]), seed=seed, **options)
+
+
+def network_size(model, method: Method, bench: bm.Benchmark) -> int:
+    """The parameters the method ends with, for all tasks.
+
+    DEN: non-zero parameters between active units (:meth:`clutils.models_den.DENMLP.n_parameters`);
+    a network that counts itself (``n_parameters(tasks)``, e.g. a progressive network's columns)
+    likewise; DNN-STL: one network (body and one head) per task; the others: one body and a head per task.
+    """
+    tasks = len(bench)
+    if hasattr(model, "n_parameters"):
+        return int(model.n_parameters(tasks))
+    heads = [p.numel() for layer in model.output_layers() for p in layer.parameters()]
+    body = sum(p.numel() for p in model.parameters()) - sum(heads)
+    if method.strategy == "separate":
+        return tasks * body + sum(heads)
+    return body + sum(heads)
+
+
+def train_config(settings: Mapping[str, Any], seed: int = 0) -> TrainConfig:
+    return TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
+                       optimizer=settings["optimizer"], seed=seed, progress=False)
+
+
+def run_method(method: Method, bench: bm.Benchmark, settings: Mapping[str, Any], *, seed: int = 0,
+               device="cpu") -> tuple[Result, int, Any, Any]:
+    """Train a fresh network with ``method``; returns the result, the network size, the model and the strategy.
+
+    The result's ``timings["wall_seconds"]`` holds the run's wall time.
+    """
+    if not method.available:
+        raise KeyError(f"{method.label}: strategy {method.strategy!r} is not yet in clutils")
+    model = network(bench, settings, method, seed)
+    strategy = make(method.strategy, **method.hp)
+    started = time.perf_counter()
+    result = fit(model, bench, strategy, train_config(settings, seed), device=device, meta={"label": method.label})
+    result.timings["wall_seconds"] = [time.perf_counter() - started]
+    return result, network_size(model, method, bench), model, strategy
+
+
+def average_accuracy(result: Result) -> float:
+    """The mean over tasks of each task's accuracy after the last task (Figure 3's y axis)."""
+    R = result.R
+    return float(np.mean(R[-1, : R.shape[0]]))
+
+
+def retention(result: Result, task: int) -> np.ndarray:
+    """Task ``task``'s accuracy after each task from ``task`` on (Figure 4: performance over time)."""
+    return result.R[task:, task]
