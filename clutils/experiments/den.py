@@ -25,6 +25,7 @@ import torch
 from ..data import benchmarks as bm
 from ..data.datasets import load_dataset
 from ..data.tensors import TensorData, subset_per_class
+from .expansion import parameters_held
 from ..models import build_model
 from ..result import Result
 from ..strategies import REGISTRY, make
@@ -132,12 +133,11 @@ def network_size(model, method: Method, bench: bm.Benchmark) -> int:
     """The parameters the method ends with, for all tasks.
 
     DEN: non-zero parameters between active units (:meth:`clutils.models_den.DENMLP.n_parameters`);
-    a network that counts itself (``n_parameters(tasks)``, e.g. a progressive network's columns)
-    likewise; DNN-STL: one network (body and one head) per task; the others: one body and a head per task.
+    a progressive network: its first ``tasks`` columns (:meth:`clutils.models_pnn.PNNMLP.parameters_used`); DNN-STL: one network (body and one head) per task; the others: one body and a head per task.
     """
     tasks = len(bench)
-    if hasattr(model, "n_parameters"):
-        return int(model.n_parameters(tasks))
+    if hasattr(model, "n_parameters") or hasattr(model, "parameters_used"):
+        return parameters_held(model, tasks)
     heads = [p.numel() for layer in model.output_layers() for p in layer.parameters()]
     body = sum(p.numel() for p in model.parameters()) - sum(heads)
     if method.strategy == "separate":

@@ -285,11 +285,29 @@ def plain_parameters(bench: bm.Benchmark, hidden: Sequence[int]) -> int:
     return sum(p.numel() for p in build_model(bench, "mlp", hidden=tuple(hidden)).parameters())
 
 
+def parameters_held(model, tasks: int) -> int:
+    """The parameters a network holds after ``tasks`` tasks.
+
+    A network that grows counts itself: DEN its non-zero weights between active units
+    (:meth:`clutils.models_den.DENMLP.n_parameters`), PNN its first ``tasks`` columns
+    (:meth:`clutils.models_pnn.PNNMLP.parameters_used`); any other network, every parameter.
+    """
+    if hasattr(model, "n_parameters"):
+        return int(model.n_parameters(tasks))
+    if hasattr(model, "parameters_used"):
+        return int(model.parameters_used(tasks))
+    return sum(p.numel() for p in model.parameters())
+
+
 def family_row(label: str, family: str, result: Result, model, strategy, bench: bm.Benchmark,
                hidden: Sequence[int]) -> dict[str, Any]:
-    """One row of the families table (accuracies in %, bytes in KiB, seconds per task)."""
+    """One row of the families table (accuracies in %, bytes in KiB, seconds per task).
+
+    Parameters added: what the network holds after the last task less the plain MLP's (negative for
+    a network that ends sparser than the dense MLP, as DEN can).
+    """
     R = result.R[:, : len(bench)]
-    added = sum(p.numel() for p in model.parameters()) - plain_parameters(bench, hidden)
+    added = parameters_held(model, len(bench)) - plain_parameters(bench, hidden)
     return {"method": label, "family": family, "accuracy": 100 * float(R[-1].mean()),
             "BWT": 100 * metrics.backward_transfer(R),
             "memory held (KiB)": held_bytes(strategy) / 1024,

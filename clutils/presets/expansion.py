@@ -41,7 +41,6 @@ define(
 #: The comparison: label -> (family, strategy, network). Each method trains with its chapter's recipe
 #: (clutils.strategies.recipes: optimiser, learning rate, hyperparameters) for the same epochs and, with the
 #: preset's ``batch_size``, the same number of steps.
-#: DEN (the expansion chapter's part 2) joins with one line here:  "DEN": ("expansion", "den", "<its arch>"),
 FAMILY_METHODS = {
     "EWC": ("regularisation", "ewc", "mlp"),
     "SI": ("regularisation", "si", "mlp"),
@@ -50,6 +49,7 @@ FAMILY_METHODS = {
     "ER": ("replay", "er", "mlp"),
     "DER++": ("replay", "der++", "mlp"),
     "PNN": ("expansion", "pnn", "pnn-mlp"),
+    "DEN": ("expansion", "den", "den-mlp"),
     "HAT": ("expansion", "hat", "hat-mlp"),
 }
 
