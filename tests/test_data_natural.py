@@ -124,3 +124,47 @@ def test_notmnist_is_never_downloaded_and_skips_broken_files(tmp_path):
     (folder / "A" / "broken.png").write_bytes(b"")
     data = load_dataset("notmnist", root=tmp_path)
     assert data.train.x.shape == (40, 3, 32, 32) and data.test.x.shape == (10, 3, 32, 32)
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A folder served over HTTP on 127.0.0.1 (nothing leaves this machine)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_caltech101_download_unpacks_the_zip_then_its_tar_and_loads(served, tmp_path, monkeypatch):
+    import tarfile
+    import zipfile
+
+    folder, url = served
+    source = tmp_path / "build"
+    _image_folder(source / natural.CALTECH_FOLDER, ["Faces", "ant"], 4, "JPEG", ".jpg")
+    with tarfile.open(source / "101_ObjectCategories.tar.gz", "w:gz") as tar:
+        tar.add(source / natural.CALTECH_FOLDER, arcname=natural.CALTECH_FOLDER)
+    with zipfile.ZipFile(folder / "caltech-101.zip", "w") as zf:
+        zf.write(source / "101_ObjectCategories.tar.gz", "caltech-101/101_ObjectCategories.tar.gz")
+    root = tmp_path / "root"
+    monkeypatch.setattr(natural, "CALTECH_URL", f"{url}/caltech-101.zip")
+    monkeypatch.setattr(natural, "CALTECH_MD5", "0" * 32)
+    with pytest.raises(DatasetUnavailableError, match="md5"):
+        load_dataset("caltech101", root=root, size=8)
+    monkeypatch.setattr(natural, "CALTECH_MD5", file_hash(folder / "caltech-101.zip", "md5"))
+    data = load_dataset("caltech101", root=root, size=8)
+    assert data.class_names == ("Faces", "ant") and (len(data.train), len(data.test)) == (2, 6)
+    assert not (root / "caltech-101.zip").exists() and not (root / "caltech-101-zip").exists()

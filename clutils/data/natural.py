@@ -28,6 +28,7 @@ shows a progress bar (:func:`clutils.data.download.download_file`).
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -241,6 +242,7 @@ def download_caltech101(root=None, progress: bool = True) -> Path:
     if not tars:
         raise DataFileError(f"{archive} holds no 101_ObjectCategories.tar.gz")
     extract_archive(tars[0], base)
+    shutil.rmtree(inner)  # the inner tar.gz, unpacked
     return base / CALTECH_FOLDER
 
 
