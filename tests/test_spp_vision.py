@@ -1,0 +1,90 @@
+"""The runners of the SPP paper's Figures 3 and 9 (clutils.experiments.spp_vision) end to end on tiny
+synthetic images: the sequence of datasets on VGG9 (a head per dataset, and one shared head), Caltech-style
+groups of unequal size on ResNet-18 with a 2048-unit (here 16-unit) layer per task, and SMT per Eq. 9."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clutils import metrics, presets
+from clutils.data.benchmarks import Benchmark, Task
+from clutils.data.tensors import Dataset, TensorData
+from clutils.experiments import spp_vision as vision
+from clutils.models_resnet import TaskMLPHeads, build_resnet18_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _dataset(name, n_classes, channels, side, per_class, seed):
+    g = torch.Generator().manual_seed(seed)
+
+    def part(k):
+        y = torch.arange(n_classes).repeat_interleave(k)
+        return TensorData(torch.randn(len(y), channels, side, side, generator=g), y)
+
+    return Dataset(name, part(per_class), part(1), n_classes, tuple(str(c) for c in range(n_classes)), "random")
+
+
+def test_sequence_benchmark_makes_each_dataset_a_task_of_rgb_images_at_one_size():
+    grey = _dataset("grey", 3, 1, 28, 4, 0)
+    colour = _dataset("colour", 3, 3, 96, 4, 1)
+    bench = vision.sequence_benchmark([grey, colour], side=8, train_per_task=5, seed=0)
+    assert bench.input_shape == (3, 8, 8) and bench.head_sizes == [3, 3]
+    assert [len(t.train) for t in bench.tasks] == [5, 5] and [len(t.test) for t in bench.tasks] == [3, 3]
+    assert bench.tasks[1].classes == (3, 4, 5) and bench.class_names[3] == "colour:0"
+    first = bench.tasks[0].train.x
+    assert torch.equal(first[:, 0], first[:, 2])  # a grey channel repeated
+    flat = vision.as_rgb(TensorData(torch.full((1, 1, 28, 28), 0.5), torch.zeros(1, dtype=torch.long)), 8)
+    assert torch.allclose(flat.x, torch.full((1, 3, 8, 8), 0.5))
+    with pytest.raises(ValueError):
+        vision.as_rgb(TensorData(torch.zeros(1, 2, 8, 8), torch.zeros(1, dtype=torch.long)), 8)
+
+
+def test_visual_sequence_runs_vgg9_with_a_head_per_dataset_and_with_one_shared_head():
+    datasets = [_dataset(f"d{i}", 2, 1 + 2 * (i % 2), 8 + 4 * i, 4, i) for i in range(3)]
+    bench = vision.sequence_benchmark(datasets, side=8)
+    settings = {**presets.get("spp-vision", "smoke")["fig3"], "epochs": 1, "batch_size": 4}
+    results = vision.run_visual_sequence(settings, [vision.SHARED_HEAD, "SPP", "SI", "joint"], benchmark=bench)
+    assert results[vision.SHARED_HEAD].benchmark["scenario"] == "domain"  # one output layer for all tasks
+    assert results["SPP"].benchmark["scenario"] == "task"
+    table = vision.curves(results)
+    assert set(table.index.get_level_values("method")) == {vision.SHARED_HEAD, "SPP", "SI", "joint"}
+    assert table.loc[("SPP", 3), "ACC"] == pytest.approx(100 * np.mean(np.asarray(results["SPP"].R)[-1]))
+    assert table["ACC"].between(0, 100).all()
+    with pytest.raises(ValueError, match="unknown method"):
+        vision.run_visual_sequence(settings, ["SPP-X"], benchmark=bench)
+
+
+def test_random_groups_are_disjoint_of_the_paper_sizes_and_follow_the_seed():
+    groups = vision.random_groups(102, [30, 25, 25, 22], seed=0)
+    assert [len(g) for g in groups] == [30, 25, 25, 22]
+    assert sorted(c for g in groups for c in g) == list(range(102))
+    assert groups != vision.random_groups(102, [30, 25, 25, 22], seed=1)
+    with pytest.raises(ValueError):
+        vision.random_groups(10, [6, 6], seed=0)
+
+
+def test_resnet18_model_has_a_hidden_layer_and_classifier_per_task():
+    bench = vision.grouped_benchmark(_dataset("caltech-like", 5, 3, 32, 2, 0), [[0, 3, 4], [1, 2]])
+    model = build_resnet18_model(bench, seed=0, hidden=16, dropout=0.5)
+    assert isinstance(model.head, TaskMLPHeads) and len(model.output_layers()) == 2
+    assert model.output_layers()[0][0].out_features == 16
+    model.eval()
+    assert model(torch.zeros(2, 3, 32, 32), 0).shape == (2, 3)
+    assert model(torch.zeros(2, 3, 32, 32), 1).shape == (2, 2)
+    with pytest.raises(ValueError, match="scenario"):
+        build_resnet18_model(Benchmark("x", "class", bench.tasks, 5, (3, 32, 32), "x"))
+
+
+def test_caltech_runner_trains_resnet18_on_unequal_groups_and_reports_smt():
+    bench = vision.grouped_benchmark(_dataset("caltech-like", 5, 3, 32, 3, 0), [[0, 3, 4], [1, 2]])
+    assert bench.tasks[0].train.y.max() == 2 and bench.tasks[0].classes == (0, 3, 4)
+    settings = {**presets.get("spp-vision", "smoke")["fig9"], "epochs": 1, "batch_size": 3, "head_hidden": 16}  # no batch of 1 (batch norm at 1 x 1)
+    results = vision.run_caltech(settings, ["SPP", "SGD-F", "joint"], benchmark=bench)
+    table = vision.curves(results)
+    R = np.asarray(results["SPP"].R)
+    assert table.loc[("SPP", 2), "SMT"] == pytest.approx(metrics.stability_smt(R))
+    assert np.isnan(table.loc[("SPP", 1), "SMT"])
+    assert set(table.index.get_level_values("method")) == {"SPP", "SGD-F", "joint"}
+    assert results["SPP"].benchmark["classes_per_task"] == [[0, 3, 4], [1, 2]]
