@@ -88,3 +88,41 @@ def test_caltech_runner_trains_resnet18_on_unequal_groups_and_reports_smt():
     assert np.isnan(table.loc[("SPP", 1), "SMT"])
     assert set(table.index.get_level_values("method")) == {"SPP", "SGD-F", "joint"}
     assert results["SPP"].benchmark["classes_per_task"] == [[0, 3, 4], [1, 2]]
+
+
+def test_the_notebooks_paper_profile_cell_runs_figures_10_3_and_9_on_tiny_benchmarks(monkeypatch):
+    """Part 3's vision cell with ``run`` on (the paper profile's branch), its benchmarks replaced by tiny ones."""
+    import json
+    from pathlib import Path
+
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "spp_3_vae_vision.ipynb").read_text())
+    [source] = [''.join(c["source"]) for c in nb["cells"]
+                if c["cell_type"] == "code" and 'if vision_settings["run"]' in ''.join(c["source"])]
+    images = [_dataset(f"d{i}", 2, 3, 8, 3, i) for i in range(2)]
+    groups = vision.grouped_benchmark(_dataset("caltech-like", 5, 3, 32, 3, 0), [[0, 3, 4], [1, 2]])
+    monkeypatch.setattr(vision, "cifar100_sequence", lambda s, seed: vision.sequence_benchmark(images, 8))
+    monkeypatch.setattr(vision, "visual_sequence", lambda s, seed: vision.sequence_benchmark(images, 8))
+    monkeypatch.setattr(vision, "caltech_benchmark", lambda s, seed: groups)
+    paper = presets.get("spp-vision", "paper")
+    tiny = {"epochs": 1, "batch_size": 3}
+    settings = {**paper, "fig10": {**paper["fig10"], **tiny}, "fig3": {**paper["fig3"], **tiny},
+                "fig9": {**paper["fig9"], **tiny, "head_hidden": 16},
+                "fig10_methods": ["SPP", "joint"], "fig3_methods": [vision.SHARED_HEAD, "SPP", "joint"],
+                "fig9_methods": ["SPP", "joint"]}
+    assert settings["run"]
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda: shown.append(plt.gcf()))
+    namespace = {"vision": vision, "vision_settings": settings, "pd": pd, "plt": plt, "display": display,
+                 "Markdown": Markdown, "profile": "paper", "seed": 0, "device": "cpu"}
+    exec(compile(source, "spp_3_vae_vision.ipynb", "exec"), namespace)
+    assert len(shown) == 3  # Figures 10, 3 and 9
+    assert set(namespace["fig9"].columns) >= {"ACC", "SMT", "BWT"}
+    assert list(namespace["final3"].index) == [vision.SHARED_HEAD, "SPP", "joint"]
+    plt.close("all")
