@@ -33,6 +33,23 @@ class TaskMLPHeads(MultiHead):
             for k in self.sizes)
 
 
+class RandomFlip(nn.Module):
+    """In training mode, each image flipped left-right with probability ``p`` (the paper's augmentation for
+    Figure 9: "randomly flipped the images left and right"); the identity in eval mode."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"flip probability must lie in [0, 1], got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        flip = torch.rand(len(x), device=x.device) < self.p
+        return torch.where(flip.view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
+
+
 def resnet18_body(in_channels: int = 3) -> nn.Module:
     """torchvision's ResNet-18, its final ``fc`` replaced by the identity (512 features out)."""
     import torchvision
@@ -46,8 +63,9 @@ def resnet18_body(in_channels: int = 3) -> nn.Module:
 
 
 def build_resnet18_model(benchmark: Benchmark, seed: int | None = None, hidden: int = 2048,
-                         dropout: float = 0.5) -> ContinualModel:
-    """ResNet-18 with :class:`TaskMLPHeads` (one per task of ``benchmark``, task-incremental only)."""
+                         dropout: float = 0.5, flip: float = 0.0) -> ContinualModel:
+    """ResNet-18 with :class:`TaskMLPHeads` (one per task of ``benchmark``, task-incremental only); ``flip``
+    > 0 puts a :class:`RandomFlip` (training mode only) in front of the body (the paper: 0.5)."""
     if benchmark.scenario != "task":
         raise ValueError(f"Figure 9's model has a head per task: the scenario must be 'task', got "
                          f"{benchmark.scenario!r}")
@@ -56,4 +74,6 @@ def build_resnet18_model(benchmark: Benchmark, seed: int | None = None, hidden: 
     if seed is not None:
         torch.manual_seed(seed)
     body = resnet18_body(benchmark.input_shape[0])
+    if flip:
+        body = nn.Sequential(RandomFlip(flip), body)
     return ContinualModel(body, TaskMLPHeads(512, benchmark.head_sizes, hidden, dropout))

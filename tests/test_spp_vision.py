@@ -126,3 +126,20 @@ def test_the_notebooks_paper_profile_cell_runs_figures_10_3_and_9_on_tiny_benchm
     assert set(namespace["fig9"].columns) >= {"ACC", "SMT", "BWT"}
     assert list(namespace["final3"].index) == [vision.SHARED_HEAD, "SPP", "joint"]
     plt.close("all")
+
+
+def test_random_flip_mirrors_images_in_training_mode_only():
+    from clutils.models_resnet import RandomFlip
+
+    x = torch.arange(2 * 3 * 2 * 4, dtype=torch.float32).view(2, 3, 2, 4)
+    always = RandomFlip(1.0)
+    assert torch.equal(always(x), x.flip(-1))
+    always.eval()
+    assert torch.equal(always(x), x)
+    torch.manual_seed(0)
+    many = torch.randn(400, 1, 1, 2)
+    out = RandomFlip(0.5)(many)
+    flipped = (out[:, 0, 0, 0] == many[:, 0, 0, 1]).float().mean()
+    assert 0.3 < flipped < 0.7
+    with pytest.raises(ValueError):
+        RandomFlip(1.5)

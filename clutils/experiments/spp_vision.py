@@ -222,9 +222,9 @@ def run_caltech(settings: Mapping[str, Any], labels: Sequence[str] | None = None
     """Figure 9: each method of ``labels`` (default: :data:`FIG9_METHODS`) on ResNet-18 with a 2048-unit
     layer and a classifier per task; :func:`curves` then gives ACC, BWT, FWT and SMT per task."""
     bench = benchmark or caltech_benchmark(settings, seed)
-    hidden, dropout = settings.get("head_hidden", 2048), settings.get("dropout", 0.5)
+    hidden, dropout, flip = settings.get("head_hidden", 2048), settings.get("dropout", 0.5), settings.get("flip", 0.0)
     return _run_methods(bench, settings, list(labels or FIG9_METHODS), FIG9_METHODS,
-                        lambda b, s: build_resnet18_model(b, seed=s, hidden=hidden, dropout=dropout),
+                        lambda b, s: build_resnet18_model(b, seed=s, hidden=hidden, dropout=dropout, flip=flip),
                         seed, device)
 
 
