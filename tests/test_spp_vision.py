@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from clutils import metrics, presets
-from clutils.data.benchmarks import Benchmark, Task
+from clutils.data.benchmarks import Benchmark
 from clutils.data.tensors import Dataset, TensorData
 from clutils.experiments import spp_vision as vision
 from clutils.models_resnet import TaskMLPHeads, build_resnet18_model

@@ -35,7 +35,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .datasets import DatasetUnavailableError, cached, decode_images, to_dataset, unavailable
+from .datasets import cached, decode_images, to_dataset, unavailable
 from .download import download_file, extract_archive, file_hash
 from .errors import DataFileError
 from .root import data_root
@@ -334,5 +334,5 @@ def load_notmnist(root=None, download: bool | None = None, size: int = 32):
     return to_dataset("notmnist", content, 10, NOTMNIST_LETTERS, f"notMNIST_small in {folder}")
 
 
-__all__ = ["DatasetUnavailableError", "load_svhn", "load_stl10", "load_caltech101", "load_notmnist",
+__all__ = ["load_svhn", "load_stl10", "load_caltech101", "load_notmnist",
            "resize_uint8", "read_svhn_mat", "read_stl10_images", "read_stl10_labels"]
