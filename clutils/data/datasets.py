@@ -519,3 +519,38 @@ def load_tiny_imagenet(root=None, download=None, **options) -> Dataset:
     from .tinyimagenet import load_tiny_imagenet as load
 
     return load(root=root, download=download, **options)
+
+
+# ------------------------- the SPP paper's natural-image datasets (Figures 3 and 9; see natural.py)
+
+
+@register("svhn")
+def load_svhn(root=None, download=None) -> Dataset:
+    """SVHN cropped digits (3 x 32 x 32, 10 classes); see :mod:`clutils.data.natural`."""
+    from .natural import load_svhn as load
+
+    return load(root=root, download=download)
+
+
+@register("stl10")
+def load_stl10(root=None, download=None, **options) -> Dataset:
+    """STL-10's labelled images, resized to 32 x 32 by default; see :mod:`clutils.data.natural`."""
+    from .natural import load_stl10 as load
+
+    return load(root=root, download=download, **options)
+
+
+@register("caltech101")
+def load_caltech101(root=None, download=None, **options) -> Dataset:
+    """Caltech-101 (102 folders as classes, 224 x 224 by default); see :mod:`clutils.data.natural`."""
+    from .natural import load_caltech101 as load
+
+    return load(root=root, download=download, **options)
+
+
+@register("notmnist")
+def load_notmnist(root=None, download=None, **options) -> Dataset:
+    """notMNIST letters A..J from a local folder only (no stable source); see :mod:`clutils.data.natural`."""
+    from .natural import load_notmnist as load
+
+    return load(root=root, download=download, **options)

@@ -3,14 +3,25 @@
 * **Figure 10** (supplementary material): CIFAR-100 in 20 tasks of 5 classes, VGG9 (:mod:`clutils.models_vgg`),
   one output layer per task; ACC, BWT and FWT (Eq. 7) after each task. :func:`run_long_sequence` runs it
   (a GPU and the CIFAR-100 download).
-* **Figure 3** (VGG9 on MNIST, notMNIST, SVHN, STL-10 and CIFAR-10 in this order) and **Figure 9**
-  (ResNet-18 on Caltech-101 in four tasks of 30, 25, 25 and 22 classes, with SMT, Eq. 9): clutils has no
-  loader for notMNIST, SVHN, STL-10 or Caltech-101, so they are not run; the chapter quotes the paper.
+* **Figure 3**: VGG9 on MNIST, notMNIST, SVHN, STL-10 and CIFAR-10 in this order, each dataset one task of
+  10 classes with its own output layer (and single-head SGD, one layer shared by all five), every image
+  as RGB at 32 x 32 (the paper: "all RGB images with the same size of 32*32 pixels"; MNIST's grey
+  28 x 28 digits are repeated over three channels and resized). :func:`visual_sequence` builds it from
+  :mod:`clutils.data.natural`'s loaders, :func:`run_visual_sequence` runs it. notMNIST has no stable
+  public source: its loader reads a local copy only and says so.
+* **Figure 9** (supplementary section 6): ResNet-18 (:mod:`clutils.models_resnet`, a 2048-unit layer and a
+  classifier per task) on Caltech-101 at 224 x 224 in four tasks of 30, 25, 25 and 22 classes drawn at
+  random, each class split 7:3; ACC, BWT, FWT and SMT (Eq. 9, :func:`clutils.metrics.stability_smt`)
+  after each task. :func:`caltech_benchmark` builds it, :func:`run_caltech` runs it.
 * :func:`estimate_seconds`: the time of a run on one GPU, **an estimate**: the training FLOPs counted by
   ``torch.utils.flop_counter`` times the samples seen, divided by an assumed sustained throughput.
+
+Figures 3 and 9 have code and end-to-end tests on tiny synthetic images; they have not been run on
+their datasets here (no GPU, no internet on the machine that builds the book).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Mapping, Sequence
 
@@ -20,7 +31,10 @@ import torch
 
 from .. import metrics
 from ..data import benchmarks as bm
+from ..data.datasets import load_dataset
 from ..data.named import make_benchmark
+from ..data.tensors import Dataset, TensorData
+from ..models_resnet import build_resnet18_model
 from ..models_vgg import build_vgg9_model, training_flops
 from ..result import Result
 from ..strategies import make
@@ -51,21 +65,167 @@ def cifar100_sequence(settings: Mapping[str, Any], seed: int = 0) -> bm.Benchmar
                           test_per_class=settings.get("test_per_class"))
 
 
+def _train_config(settings: Mapping[str, Any], seed: int) -> TrainConfig:
+    return TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
+                       optimizer=settings["optimizer"], seed=seed, progress=False)
+
+
+def _run_methods(bench: bm.Benchmark, settings: Mapping[str, Any], labels: Sequence[str],
+                 methods: Mapping[str, str], build_model, seed: int, device,
+                 benchmarks: Mapping[str, bm.Benchmark] | None = None) -> dict[str, Result]:
+    """Each method of ``labels`` (display name -> registry name in ``methods``) on a model from
+    ``build_model(benchmark, seed)``, the same initialisation for all; ``benchmarks`` gives a label its own
+    view of the tasks (the shared-head SGD of Figure 3)."""
+    unknown = [label for label in labels if label not in methods]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(methods)}")
+    config = _train_config(settings, seed)
+    out = {}
+    for label in labels:
+        name = methods[label]
+        strategy = make(name, **settings.get("hp", {}).get(name, {}))
+        own = (benchmarks or {}).get(label, bench)
+        model = build_model(own, seed)
+        started = time.perf_counter()
+        out[label] = fit(model, own, strategy, config, device=device, meta={"label": label})
+        out[label].timings["wall_seconds"] = [time.perf_counter() - started]
+    return out
+
+
 def run_long_sequence(settings: Mapping[str, Any], labels: Sequence[str] | None = None, *, seed: int = 0,
                       device="auto", benchmark: bm.Benchmark | None = None) -> dict[str, Result]:
     """Figure 10: each method of ``labels`` (default: :data:`FIG10_METHODS`) on VGG9 from the same initialisation."""
     bench = benchmark or cifar100_sequence(settings, seed)
-    config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
-                         optimizer=settings["optimizer"], seed=seed, progress=False)
-    out = {}
-    for label in labels or list(FIG10_METHODS):
-        name = FIG10_METHODS[label]
-        strategy = make(name, **settings.get("hp", {}).get(name, {}))
-        model = build_vgg9_model(bench, seed=seed)
-        started = time.perf_counter()
-        out[label] = fit(model, bench, strategy, config, device=device, meta={"label": label})
-        out[label].timings["wall_seconds"] = [time.perf_counter() - started]
-    return out
+    return _run_methods(bench, settings, list(labels or FIG10_METHODS), FIG10_METHODS,
+                        lambda b, s: build_vgg9_model(b, seed=s), seed, device)
+
+
+# ------------------------------------------------------------------ Figure 3
+
+#: Figure 3's datasets, in the paper's order.
+FIG3_SEQUENCE = ("mnist", "notmnist", "svhn", "stl10", "cifar10")
+#: The single-head baseline of Figure 3 ("SGD"): one output layer shared by the five datasets.
+SHARED_HEAD = "SGD (one shared head)"
+#: Display name -> registry name of the methods of Figure 3.
+FIG3_METHODS = {SHARED_HEAD: "naive", "fine-tuning": "naive", "SGD-F": "sgd-f", "EWC": "ewc", "SI": "si",
+                "MAS": "mas", "LwF": "lwf", "SPP": "spp", "joint": "joint"}
+
+
+def as_rgb(data: TensorData, side: int) -> TensorData:
+    """Images as 3 channels (a grey channel repeated) of ``side`` x ``side`` (bilinear, antialiased)."""
+    x = data.x
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"expected N x 1 x H x W or N x 3 x H x W images, got shape {tuple(x.shape)}")
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    if tuple(x.shape[-2:]) != (side, side):
+        x = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", antialias=True,
+                                            align_corners=False)
+    return TensorData(x.contiguous(), data.y)
+
+
+def _first_per_seed(data: TensorData, n: int | None, seed: int) -> TensorData:
+    """At most ``n`` samples of ``data``, drawn at random from ``seed`` (all of them if ``n`` is None)."""
+    if n is None or len(data) <= n:
+        return data
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
+    return data.take(order.sort().values)
+
+
+def sequence_benchmark(datasets: Sequence[Dataset], side: int, train_per_task: int | None = None, seed: int = 0,
+                       test_per_task: int | None = None) -> bm.Benchmark:
+    """Each dataset one task of the task-incremental scenario (its classes keep their task-local labels,
+    dataset class ids are offset by the classes before it), its images RGB at ``side`` x ``side``, at most
+    ``train_per_task`` training images (the paper: 50,000; STL-10 has 5,000 labelled ones)."""
+    if not datasets:
+        raise ValueError("a sequence needs at least one dataset")
+    tasks, names, offset = [], [], 0
+    for i, data in enumerate(datasets):
+        train = as_rgb(_first_per_seed(data.train, train_per_task, seed + i), side)
+        test = as_rgb(_first_per_seed(data.test, test_per_task, seed + i), side)
+        classes = tuple(range(offset, offset + data.n_classes))
+        tasks.append(bm.Task(i, train, test, classes, data.name))
+        names += [f"{data.name}:{c}" for c in (data.class_names or range(data.n_classes))]
+        offset += data.n_classes
+    return bm.Benchmark("+".join(d.name for d in datasets), "task", tasks, offset, (3, side, side),
+                        "+".join(d.name for d in datasets), tuple(names), {"seed": seed})
+
+
+def visual_sequence(settings: Mapping[str, Any], seed: int = 0, root=None) -> bm.Benchmark:
+    """Figure 3's benchmark from the datasets of ``settings["sequence"]`` (default :data:`FIG3_SEQUENCE`)."""
+    names = [entry["dataset"] for entry in settings["sequence"]] if "sequence" in settings else FIG3_SEQUENCE
+    datasets = [load_dataset(name, root=root) for name in names]
+    return sequence_benchmark(datasets, settings["input_shape"][-1], settings.get("train_per_task"), seed,
+                              settings.get("test_per_task"))
+
+
+def run_visual_sequence(settings: Mapping[str, Any], labels: Sequence[str] | None = None, *, seed: int = 0,
+                        device="auto", benchmark: bm.Benchmark | None = None) -> dict[str, Result]:
+    """Figure 3: each method of ``labels`` (default: :data:`FIG3_METHODS`) on VGG9; :data:`SHARED_HEAD`
+    trains the same tasks through one output layer (the domain-incremental view: labels 0..9 shared)."""
+    bench = benchmark or visual_sequence(settings, seed)
+    views = {}
+    if len({len(t.classes) for t in bench.tasks}) == 1:
+        views[SHARED_HEAD] = dataclasses.replace(bench, scenario="domain")
+    elif SHARED_HEAD in (labels or FIG3_METHODS):
+        raise ValueError("one shared head needs tasks with the same number of classes")
+    return _run_methods(bench, settings, list(labels or FIG3_METHODS), FIG3_METHODS,
+                        lambda b, s: build_vgg9_model(b, seed=s), seed, device, views)
+
+
+# ------------------------------------------------------------------ Figure 9
+
+#: Display name -> registry name of the methods of Figure 9 (no SI: the paper leaves it out, the tasks'
+#: class counts differ).
+FIG9_METHODS = {"SGD-F": "sgd-f", "fine-tuning": "naive", "EWC": "ewc", "MAS": "mas", "LwF": "lwf",
+                "SPP": "spp", "joint": "joint"}
+
+
+def random_groups(n_classes: int, sizes: Sequence[int], seed: int) -> list[list[int]]:
+    """Disjoint groups of ``sizes`` classes drawn at random (from ``seed``) from ``0..n_classes-1``."""
+    if any(k < 1 for k in sizes) or sum(sizes) > n_classes:
+        raise ValueError(f"cannot draw groups of {list(sizes)} classes from {n_classes}")
+    order = torch.randperm(n_classes, generator=torch.Generator().manual_seed(seed)).tolist()
+    starts = np.cumsum([0, *sizes])
+    return [sorted(order[a:b]) for a, b in zip(starts[:-1], starts[1:])]
+
+
+def _task_local(data: TensorData, classes: Sequence[int]) -> TensorData:
+    """The samples of ``classes``, relabelled 0..len(classes)-1 in that order."""
+    lookup = torch.full((int(max(int(data.y.max()), max(classes))) + 1,), -1, dtype=torch.int64)
+    lookup[torch.tensor(classes)] = torch.arange(len(classes))
+    keep = torch.nonzero(lookup[data.y] >= 0).flatten()
+    part = data.take(keep)
+    return TensorData(part.x, lookup[part.y])
+
+
+def grouped_benchmark(dataset: Dataset, groups: Sequence[Sequence[int]]) -> bm.Benchmark:
+    """One task-incremental task per group of class ids (groups may differ in size)."""
+    tasks = []
+    for i, group in enumerate(groups):
+        train, test = _task_local(dataset.train, group), _task_local(dataset.test, group)
+        if len(train) == 0 or len(test) == 0:
+            raise ValueError(f"{dataset.name}: task {i + 1} (classes {list(group)}) has no training or test images")
+        tasks.append(bm.Task(i, train, test, tuple(group), f"{len(group)} classes"))
+    return bm.Benchmark(f"groups-{dataset.name}", "task", tasks, dataset.n_classes, dataset.input_shape,
+                        dataset.name, dataset.class_names, {"groups": [list(g) for g in groups]})
+
+
+def caltech_benchmark(settings: Mapping[str, Any], seed: int = 0, root=None) -> bm.Benchmark:
+    """Figure 9's benchmark: Caltech-101 at ``input_shape`` in groups of ``settings["class_groups"]`` classes."""
+    data = load_dataset(settings.get("dataset") or "caltech101", root=root, size=settings["input_shape"][-1])
+    return grouped_benchmark(data, random_groups(data.n_classes, settings["class_groups"], seed))
+
+
+def run_caltech(settings: Mapping[str, Any], labels: Sequence[str] | None = None, *, seed: int = 0,
+                device="auto", benchmark: bm.Benchmark | None = None) -> dict[str, Result]:
+    """Figure 9: each method of ``labels`` (default: :data:`FIG9_METHODS`) on ResNet-18 with a 2048-unit
+    layer and a classifier per task; :func:`curves` then gives ACC, BWT, FWT and SMT per task."""
+    bench = benchmark or caltech_benchmark(settings, seed)
+    hidden, dropout, flip = settings.get("head_hidden", 2048), settings.get("dropout", 0.5), settings.get("flip", 0.0)
+    return _run_methods(bench, settings, list(labels or FIG9_METHODS), FIG9_METHODS,
+                        lambda b, s: build_resnet18_model(b, seed=s, hidden=hidden, dropout=dropout, flip=flip),
+                        seed, device)
 
 
 def curves(results: Mapping[str, Result], joint: str = "joint") -> pd.DataFrame:
