@@ -80,30 +80,46 @@ def train_config(settings: Mapping[str, Any], seed: int = 0, epochs: int | None 
 
 
 class Recorder:
-    """Wraps a strategy's ``before_eval`` to record, after every task, each task's test loss and logits.
+    """Records, before training and after every task, each task's test loss and logits.
 
     ``losses[k][j]``: mean cross-entropy on task j's test set after task k (k = 0 is before
-    training); ``logits[k][j]``: the logits themselves (a HAT network at ``s_max``).
+    training); ``logits[k][j]``: the logits themselves (the model in eval mode after the strategy's
+    ``before_eval``: a HAT network at ``s_max``). It wraps the strategy's ``setup`` and ``after_task``
+    (not ``before_eval``, which the validation schedule also calls after every epoch).
     """
 
     def __init__(self, strategy, benchmark_: bm.Benchmark):
         self.losses: list[list[float]] = []
         self.logits: list[list[torch.Tensor]] = []
-        original = strategy.before_eval
+        self.benchmark = benchmark_
+        self.strategy = strategy
+        setup, after_task = strategy.setup, strategy.after_task
 
-        def before_eval(model):
-            original(model)
-            device = next(model.parameters()).device
-            row, outs = [], []
-            with torch.no_grad():
-                for task in benchmark_.tasks:
-                    out = model(task.test.x.to(device), task.index)
-                    outs.append(out.detach().cpu().clone())
-                    row.append(F.cross_entropy(out, task.test.y.to(device)).item())
-            self.losses.append(row)
-            self.logits.append(outs)
+        def wrapped_setup(model, benchmark__):
+            setup(model, benchmark__)
+            self.record(model)
 
-        strategy.before_eval = before_eval
+        def wrapped_after_task(model, task, data):
+            after_task(model, task, data)
+            self.record(model)
+
+        strategy.setup, strategy.after_task = wrapped_setup, wrapped_after_task
+
+    @torch.no_grad()
+    def record(self, model) -> None:
+        was_training = model.training
+        model.eval()
+        self.strategy.before_eval(model)
+        device = next(model.parameters()).device
+        row, outs = [], []
+        for task in self.benchmark.tasks:
+            out = model(task.test.x.to(device), task.index)
+            outs.append(out.detach().cpu().clone())
+            row.append(F.cross_entropy(out, task.test.y.to(device)).item())
+        self.strategy.after_eval(model)
+        model.train(was_training)
+        self.losses.append(row)
+        self.logits.append(outs)
 
 
 def run_method(label: str, benchmark_: bm.Benchmark, settings: Mapping[str, Any], *, seed: int = 0,
