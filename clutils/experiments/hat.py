@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .. import metrics
 from ..data import benchmarks as bm
 from ..data.datasets import load_dataset
-from ..data.named import make_benchmark
+from ..data.named import _shrink, make_benchmark
 from ..models_hat import build_hat_model
 from ..result import Result
 from ..strategies import make
@@ -50,9 +50,16 @@ def benchmark(settings: Mapping[str, Any], dataset: str | None = None, seed: int
     CIFAR-100 in 5 tasks of 20, each class order drawn from ``seed``.
     """
     if settings.get("data", "split") == "split" or dataset is not None:
+        if settings.get("class_order") == "seed":  # as the report's CIFAR order; else 0/1, 2/3, ...
+            data = _shrink(load_dataset(dataset or settings["dataset"], root), settings["train_per_class"],
+                           settings["test_per_class"], None, seed)
+            split = bm.split(data, settings["tasks"], "task", seed=seed)
+            split.name = f"split-mnist on {data.name}, class order from seed {seed}"
+            return split
         return make_benchmark("split-mnist", dataset=dataset or settings["dataset"], n_tasks=settings["tasks"],
-                              classes_per_task=settings.get("classes_per_task", 2), train_per_class=settings["train_per_class"],
-                              test_per_class=settings["test_per_class"], seed=seed, root=root)
+                              classes_per_task=settings.get("classes_per_task", 2),
+                              train_per_class=settings["train_per_class"], test_per_class=settings["test_per_class"],
+                              seed=seed, root=root)
     first = bm.split(load_dataset("cifar10", root), 5, "task", seed=seed)
     second = bm.split(load_dataset("cifar100", root), 5, "task", seed=seed)
     tasks = [bm.Task(i, t.train, t.test, t.classes if i < 5 else tuple(10 + c for c in t.classes), t.name)
