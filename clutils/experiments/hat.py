@@ -70,7 +70,11 @@ def benchmark(settings: Mapping[str, Any], dataset: str | None = None, seed: int
 
 def network(benchmark_: bm.Benchmark, settings: Mapping[str, Any], arch: str, masked: bool, bn: str = "shared",
             seed: int = 0):
-    """The preset's MLP, AlexNet-like net or ResNet, gated or plain (same seed: same weights)."""
+    """The preset's MLP, AlexNet-like net or ResNet, gated or plain (same seed: same weights);
+    ``pnn-mlp``: progressive MLP columns of the preset's widths (when clutils has them)."""
+    if arch == "pnn-mlp":
+        from ..models import build_model
+        return build_model(benchmark_, arch, hidden=tuple(settings["hidden"]), seed=seed)
     if arch == "mlp":
         return build_hat_model(benchmark_, "mlp", masked=masked, hidden=tuple(settings["hidden"]), seed=seed)
     if arch == "alexnet":
@@ -81,9 +85,10 @@ def network(benchmark_: bm.Benchmark, settings: Mapping[str, Any], arch: str, ma
 
 
 def train_config(settings: Mapping[str, Any], seed: int = 0, epochs: int | None = None) -> TrainConfig:
-    """The recipe's plain SGD (no momentum, no weight decay) with the preset's epochs."""
+    """The recipe's plain SGD (no momentum, no weight decay) with the preset's epochs and, with a
+    ``schedule`` (the paper profile), the authors' validation schedule (:mod:`clutils.schedules`)."""
     return TrainConfig(epochs=epochs or settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
-                       optimizer=settings["optimizer"], seed=seed, progress=False)
+                       optimizer=settings["optimizer"], seed=seed, progress=False, **(settings.get("schedule") or {}))
 
 
 class Recorder:
@@ -145,6 +150,11 @@ def run_method(label: str, benchmark_: bm.Benchmark, settings: Mapping[str, Any]
     return result, recorder, strategy
 
 
+def reference_arch(arch: str) -> str:
+    """The plain network whose joint training is the reference of ``arch`` (PNN's columns: the MLP)."""
+    return "mlp" if arch == "pnn-mlp" else arch
+
+
 def joint_reference(benchmark_: bm.Benchmark, settings: Mapping[str, Any], arch: str, *, seed: int = 0,
                     device="cpu") -> np.ndarray:
     """``J[t, j]``: accuracy on task j of the plain network trained from scratch on tasks 1..t+1 together.
@@ -196,3 +206,45 @@ def binary_fraction(attention: Mapping[str, torch.Tensor]) -> float:
     """The fraction of a task's attentions (at s_max) that are exactly 0 or 1 in floating point."""
     a = torch.cat([v.flatten() for v in attention.values()])
     return float(((a == 0) | (a == 1)).float().mean())
+
+
+#: The sustained float32 throughput assumed for one GPU on these small convnets at batch 64
+#: (an A100-class GPU reaches a fraction of its peak on 32x32 images): the estimate's main uncertainty.
+ASSUMED_GPU_FLOPS = 20e12
+
+
+def training_flops_per_image(model, input_shape, task: int = 0) -> float:
+    """Forward FLOPs of one image counted by ``torch.utils.flop_counter``, times 3 (forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, *input_shape), task)
+    model.train(was_training)
+    return 3.0 * counter.get_total_flops()
+
+
+def paper_time_estimate(settings: Mapping[str, Any], benchmark_: bm.Benchmark,
+                        gpu_flops: float = ASSUMED_GPU_FLOPS) -> dict[str, Any]:
+    """An **estimate** of the paper profile's time on one GPU, from FLOPs (not measured).
+
+    Every method trains ``epochs`` epochs (the most the validation schedule allows: an upper bound)
+    on the training images of each task less the held-out fraction; every network's joint
+    reference trains from scratch on tasks 1..t for every t. Returns hours per method and in all.
+    """
+    held = (settings.get("schedule") or {}).get("validation_fraction", 0.0)
+    sizes = [len(t.train) * (1 - held) for t in benchmark_.tasks]
+    epochs = settings["epochs"]
+    per_image = {}
+    for label, (arch, _, masked, bn) in settings["methods"].items():
+        per_image[label] = training_flops_per_image(network(benchmark_, settings, arch, masked, bn),
+                                                    benchmark_.input_shape)
+    hours = {label: f * sum(sizes) * epochs / gpu_flops / 3600 for label, f in per_image.items()}
+    joint_images = sum(sum(sizes[: t + 1]) for t in range(len(sizes))) * settings.get("joint_epochs", epochs)
+    for arch in sorted({reference_arch(a) for a, *_ in settings["methods"].values()}):
+        label = next(l for l, (a, *_r) in settings["methods"].items() if reference_arch(a) == arch and not _r[1])
+        hours[f"joint {arch}"] = per_image[label] * joint_images / gpu_flops / 3600
+    return {"flops_per_image": per_image, "hours": hours, "total_hours": sum(hours.values()),
+            "gpu_flops": gpu_flops, "epochs": epochs}
