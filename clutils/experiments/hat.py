@@ -60,8 +60,12 @@ def benchmark(settings: Mapping[str, Any], dataset: str | None = None, seed: int
                               classes_per_task=settings.get("classes_per_task", 2),
                               train_per_class=settings["train_per_class"], test_per_class=settings["test_per_class"],
                               seed=seed, root=root)
-    first = bm.split(load_dataset("cifar10", root), 5, "task", seed=seed)
-    second = bm.split(load_dataset("cifar100", root), 5, "task", seed=seed)
+    return _cifar_sequence(load_dataset("cifar10", root), load_dataset("cifar100", root), seed)
+
+
+def _cifar_sequence(cifar10, cifar100, seed: int) -> bm.Benchmark:
+    first = bm.split(cifar10, 5, "task", seed=seed)
+    second = bm.split(cifar100, 5, "task", seed=seed)
     tasks = [bm.Task(i, t.train, t.test, t.classes if i < 5 else tuple(10 + c for c in t.classes), t.name)
              for i, t in enumerate(first.tasks + second.tasks)]
     return bm.Benchmark("cifar10-100 (5 + 5 tasks)", "task", tasks, 110, first.input_shape, "cifar10+cifar100",
@@ -84,10 +88,18 @@ def network(benchmark_: bm.Benchmark, settings: Mapping[str, Any], arch: str, ma
                            blocks=tuple(r["blocks"]), stem_stride=r.get("stem_stride", 1), seed=seed)
 
 
-def train_config(settings: Mapping[str, Any], seed: int = 0, epochs: int | None = None) -> TrainConfig:
-    """The recipe's plain SGD (no momentum, no weight decay) with the preset's epochs and, with a
-    ``schedule`` (the paper profile), the authors' validation schedule (:mod:`clutils.schedules`)."""
-    return TrainConfig(epochs=epochs or settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
+def epochs_of(settings: Mapping[str, Any], arch: str | None = None, joint: bool = False) -> int:
+    """The preset's epochs per task for network ``arch``: ``epochs_by_arch[arch]`` if given, else
+    ``joint_epochs`` (joint references) or ``epochs``."""
+    by_arch = (settings.get("epochs_by_arch") or {}).get(reference_arch(arch) if arch else None)
+    return by_arch or (settings.get("joint_epochs") if joint else None) or settings["epochs"]
+
+
+def train_config(settings: Mapping[str, Any], seed: int = 0, epochs: int | None = None,
+                 arch: str | None = None) -> TrainConfig:
+    """The recipe's plain SGD (no momentum, no weight decay) with the preset's epochs (for ``arch``) and,
+    with a ``schedule`` (the paper profile), the authors' validation schedule (:mod:`clutils.schedules`)."""
+    return TrainConfig(epochs=epochs or epochs_of(settings, arch), batch_size=settings["batch_size"], lr=settings["lr"],
                        optimizer=settings["optimizer"], seed=seed, progress=False, **(settings.get("schedule") or {}))
 
 
@@ -145,7 +157,8 @@ def run_method(label: str, benchmark_: bm.Benchmark, settings: Mapping[str, Any]
     strategy = make(name, **({**settings["hp"], **(hp or {})} if name == "hat" else {}))
     recorder = Recorder(strategy, benchmark_)
     started = time.perf_counter()
-    result = fit(model, benchmark_, strategy, train_config(settings, seed), device=device, meta={"label": label})
+    result = fit(model, benchmark_, strategy, train_config(settings, seed, arch=arch), device=device,
+                 meta={"label": label})
     result.timings["wall_seconds"] = [time.perf_counter() - started]
     return result, recorder, strategy
 
@@ -163,10 +176,10 @@ def joint_reference(benchmark_: bm.Benchmark, settings: Mapping[str, Any], arch:
     benchmark, network and seed, so the figures share it.
     """
     key = (benchmark_.name, len(benchmark_), str(benchmark_.describe()["train_sizes"]), arch,
-           repr(settings.get(arch if arch != "mlp" else "hidden")), settings.get("joint_epochs"), seed)
+           repr(settings.get(arch if arch != "mlp" else "hidden")), epochs_of(settings, arch, joint=True), seed)
     if key not in _JOINT_CACHE:
         model = network(benchmark_, settings, arch, masked=False, seed=seed)
-        config = train_config(settings, seed, settings.get("joint_epochs"))
+        config = train_config(settings, seed, epochs_of(settings, arch, joint=True))
         result = fit(model, benchmark_, make("joint", from_scratch=True), config, device=device)
         _JOINT_CACHE[key] = result.R[:, : len(benchmark_)]
     return _JOINT_CACHE[key]
@@ -226,8 +239,24 @@ def training_flops_per_image(model, input_shape, task: int = 0) -> float:
     return 3.0 * counter.get_total_flops()
 
 
+#: The report's training images per task: CIFAR-10 in 5 tasks of 10,000, CIFAR-100 in 5 tasks of 10,000.
+PAPER_TRAIN_SIZES = (10_000,) * 10
+
+
+def paper_shaped_benchmark(seed: int = 0) -> bm.Benchmark:
+    """The report's 10 tasks with one blank 3x32x32 image per class: their shapes and heads, for counting FLOPs."""
+    from ..data.tensors import Dataset, TensorData
+
+    def blank(name: str, classes: int) -> Dataset:
+        data = TensorData(torch.zeros(classes, 3, 32, 32), torch.arange(classes))
+        return Dataset(name, data, data, classes, tuple(map(str, range(classes))), "shapes only")
+
+    return _cifar_sequence(blank("cifar10", 10), blank("cifar100", 100), seed)
+
+
 def paper_time_estimate(settings: Mapping[str, Any], benchmark_: bm.Benchmark,
-                        gpu_flops: float = ASSUMED_GPU_FLOPS) -> dict[str, Any]:
+                        gpu_flops: float = ASSUMED_GPU_FLOPS,
+                        train_sizes: list[int] | tuple[int, ...] | None = None) -> dict[str, Any]:
     """An **estimate** of the paper profile's time on one GPU, from FLOPs (not measured).
 
     Every method trains ``epochs`` epochs (the most the validation schedule allows: an upper bound)
@@ -235,7 +264,7 @@ def paper_time_estimate(settings: Mapping[str, Any], benchmark_: bm.Benchmark,
     reference trains from scratch on tasks 1..t for every t. Returns hours per method and in all.
     """
     held = (settings.get("schedule") or {}).get("validation_fraction", 0.0)
-    sizes = [len(t.train) * (1 - held) for t in benchmark_.tasks]
+    sizes = [n * (1 - held) for n in (train_sizes or [len(t.train) for t in benchmark_.tasks])]
     epochs = settings["epochs"]
     per_image = {}
     for label, (arch, _, masked, bn) in settings["methods"].items():
