@@ -187,7 +187,7 @@ def test_code_excerpts_on_the_chapter_page_are_verbatim_from_the_implementation(
 
     root = Path(__file__).resolve().parents[1]
     page = (root / "book" / "hat.md").read_text()
-    source = "\n".join((root / "clutils" / p).read_text() for p in ("strategies/hat.py", "models_hat.py"))
+    source = "\n".join((root / "clutils" / p).read_text() for p in ("strategies/hat.py", "models_hat.py", "schedules.py"))
     blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
     assert len(blocks) >= 5
     for block in blocks:
