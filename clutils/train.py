@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .checkpoint import CheckpointError, differences, locked, read_checkpoint, write_checkpoint
 from .data.benchmarks import Benchmark, Task
 from .result import Result
+from .schedules import PlateauSchedule, split_validation, validation_loss
 from .strategies.base import Batch, Step, Strategy, TrainingData
 
 OPTIMIZERS = ("adam", "sgd")
@@ -77,6 +78,14 @@ class TrainConfig:
     seed: int = 0
     record_confusion: bool = False
     progress: bool = True
+    # The validation schedule of the HAT authors' code (clutils.schedules), off when lr_patience is None:
+    # validation_fraction of each task's training data held out; lr / lr_factor after lr_patience epochs
+    # without a lower validation loss; the task stops when the lr falls below lr_min (``epochs`` is then
+    # the most epochs); the best epoch's weights are put back at the end of the task.
+    lr_patience: int | None = None
+    lr_factor: float = 3.0
+    lr_min: float = 1e-4
+    validation_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "first_task_epochs"):
@@ -91,6 +100,10 @@ class TrainConfig:
             raise ValueError(f"shared_lr_scale must be zero or positive, got {self.shared_lr_scale}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+        if self.lr_patience is not None:
+            PlateauSchedule(self.lr, self.lr_patience, self.lr_factor, self.lr_min)  # checks the values
+            if not 0 < self.validation_fraction < 1:
+                raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
 
     def epochs_of(self, task_index: int) -> int:
         return self.first_task_epochs if task_index == 0 and self.first_task_epochs else self.epochs
@@ -217,9 +230,19 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
     and, apart, the mean penalty of each epoch, the same for every strategy. A strategy that adds
     its penalty's gradient itself (``applies_penalty_gradient``) has the penalty's value measured without a graph every
     ``PENALTY_SAMPLE_EVERY`` steps and at the epoch's last step (its epoch mean is over those steps).
+
+    With ``config.lr_patience`` the validation schedule (:mod:`clutils.schedules`) holds part of
+    ``data`` out, may stop before ``epochs`` and puts the best epoch's weights back.
     """
-    x, y, ids = data.data.x, data.data.y, data.task_ids
     fixed_task = _task_argument(benchmark, task)
+    schedule = validation = val_task = None
+    if config.lr_patience is not None:
+        schedule = PlateauSchedule(optimizer.param_groups[-1]["lr"], config.lr_patience, config.lr_factor, config.lr_min)
+        train, validation, train_ids, val_ids = split_validation(
+            data.data, config.validation_fraction, _shuffle_seed(config.seed, task.index, -1), data.task_ids)
+        data = TrainingData(train, train_ids)
+        val_task = val_ids if val_ids is not None and fixed_task is not None else fixed_task
+    x, y, ids = data.data.x, data.data.y, data.task_ids
     n = len(y)
     if n == 0:
         raise ValueError(f"task {task.index + 1} has no training samples")
@@ -289,6 +312,11 @@ def train_task(model: torch.nn.Module, benchmark: Benchmark, task: Task, data: T
         penalties.append(mean_penalty)
         bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{mean_loss:.3f}", penalty=f"{mean_penalty:.3g}",
                         acc=f"{correct.item() / n:.3f}")
+        if schedule is not None and not schedule.after_epoch(
+                model, validation_loss(model, strategy, validation, val_task, config.eval_batch_size), optimizer):
+            break
+    if schedule is not None:
+        schedule.restore(model)
     bar.close()
     return losses, penalties
 

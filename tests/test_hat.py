@@ -187,8 +187,28 @@ def test_code_excerpts_on_the_chapter_page_are_verbatim_from_the_implementation(
 
     root = Path(__file__).resolve().parents[1]
     page = (root / "book" / "hat.md").read_text()
-    source = "\n".join((root / "clutils" / p).read_text() for p in ("strategies/hat.py", "models_hat.py"))
+    source = "\n".join((root / "clutils" / p).read_text() for p in ("strategies/hat.py", "models_hat.py", "schedules.py"))
     blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
     assert len(blocks) >= 5
     for block in blocks:
         assert block.strip("\n") in source, f"excerpt not found in the HAT modules:\n{block}"
+
+
+def test_hat_flushes_denormals_while_a_task_trains_and_restores_the_default_after():
+    """Gates sigmoid(s e) below 1.2e-38 are denormal and slow the CPU's matrix products; HAT flushes them."""
+    def product():
+        return (torch.tensor([1e-30]) * torch.tensor([1e-10])).item()  # 1e-40: denormal, or 0 when flushed
+
+    seen = []
+
+    class Watching(HAT):
+        def after_backward(self, model):
+            seen.append(product())
+            super().after_backward(model)
+
+    b = bench()
+    model = build_hat_model(b, "mlp", hidden=(16, 16), seed=0)
+    fit(model, b, Watching(), TrainConfig(epochs=1, batch_size=64, lr=0.05, optimizer="sgd", progress=False),
+        device="cpu")
+    assert seen and all(v == 0.0 for v in seen)
+    assert product() > 0.0  # PyTorch's default is back after the task

@@ -67,3 +67,62 @@ def test_resnet_variants_build_with_the_right_batch_norms():
     assert count(per_task) == len(bench) * count(shared)
     plain = ex.network(bench, settings, "resnet", masked=False)
     assert not list(plain.gates) and list(per_task.gates)
+
+
+def fake_cifar(name, root=None):
+    """CIFAR-10 / CIFAR-100 stand-ins: random 3x32x32 images, one training and one test image per class."""
+    import torch
+
+    from clutils.data.tensors import Dataset, TensorData
+
+    classes = {"cifar10": 10, "cifar100": 100}[name]
+    g = torch.Generator().manual_seed(classes)
+    make = lambda: TensorData(torch.randn(classes, 3, 32, 32, generator=g), torch.arange(classes))  # noqa: E731
+    return Dataset(name, make(), make(), classes, tuple(f"{name}-{c}" for c in range(classes)), "fake")
+
+
+def test_paper_profile_builds_the_reports_models_and_takes_one_step_each(monkeypatch):
+    import torch
+
+    from clutils.strategies import make
+    from clutils.strategies.base import TrainingData
+    from clutils.train import make_optimizer, train_task
+
+    monkeypatch.setattr(ex, "load_dataset", fake_cifar)
+    settings = presets.get("hat-forgetting", "paper")
+    bench = ex.benchmark(settings, seed=0)
+    assert len(bench) == 10 and bench.head_sizes == [2] * 5 + [20] * 5 and bench.input_shape == (3, 32, 32)
+    assert settings["schedule"] == {"lr_patience": 5, "lr_factor": 3.0, "lr_min": 1e-4, "validation_fraction": 0.1}
+    config = ex.train_config(settings, 0, epochs=1)
+    assert config.lr_patience == 5 and config.validation_fraction == 0.1
+    config.lr_patience = None  # one plain step here
+    config.batch_size = 4
+    task = bench.tasks[5]  # a CIFAR-100 task of 20 classes
+    data = TrainingData(task.train.take(torch.arange(4)))
+    for label, (arch, name, masked, bn) in settings["methods"].items():
+        model = ex.network(bench, settings, arch, masked, bn)
+        if label == "ResNet-HAT-BN":  # ResNet-18: 20 batch norms, one per task: 200 (the report's count)
+            assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == ex.PAPER["bn_layers"]
+        strategy = make(name, **(settings["hp"] if name == "hat" else {}))
+        strategy.setup(model, bench)
+        strategy.before_task(model, task)
+        before = [p.detach().clone() for p in model.parameters()]
+        losses, _ = train_task(model, bench, task, data, strategy, make_optimizer(model, config, 5), config)
+        assert len(losses) == 1 and np.isfinite(losses[0]), label
+        assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), before)), label
+
+
+def test_paper_profile_time_estimate_counts_flops_of_every_model(monkeypatch):
+    monkeypatch.setattr(ex, "load_dataset", fake_cifar)
+    settings = presets.get("hat-forgetting", "paper")
+    settings["resnet"] = {"widths": [4, 8, 16, 32], "blocks": [2, 2, 2, 2], "stem_stride": 1}
+    settings["alexnet"] = {"width": 0.125, "fc": 32}
+    bench = ex.benchmark(settings, seed=0)
+    estimate = ex.paper_time_estimate(settings, bench)
+    flops = estimate["flops_per_image"]
+    assert set(flops) == set(settings["methods"]) and all(f > 0 for f in flops.values())
+    assert flops["ResNet-HAT-BN"] == flops["ResNet-HAT"]  # one BN per task, the same arithmetic
+    assert {"joint alexnet", "joint resnet"} <= set(estimate["hours"])
+    # doubling the epochs doubles the estimate
+    again = ex.paper_time_estimate({**settings, "epochs": 400, "joint_epochs": 400}, bench)
+    assert again["total_hours"] == pytest.approx(2 * estimate["total_hours"])

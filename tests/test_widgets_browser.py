@@ -170,3 +170,17 @@ def test_intro_tabs_and_slider_change_the_snapshot(open_page):
     assert page.wait_for_caption(r"domain-incremental, after task \d+: ")["image"] == start["image"], \
         "each tab keeps its own moment: the first tab must still show its last task"
     page.check_no_errors()
+
+
+def test_hat_gate_explorer_follows_the_slider(open_page):
+    page = open_page("notebooks/hat_2_masks.html")
+    start = page.wait_for_caption(r"s = 400: the gate is binary")
+    page.press_on_slider("s", "Home")
+    soft = page.wait_for_caption(r"s = 0\.0025: the gate is soft")
+    assert soft["image"] != start["image"], "the caption moved but the figure did not"
+    page.press_on_slider("s", "ArrowRight")
+    nxt = page.wait_for_caption(r"s = 0\.1: ")
+    assert nxt["image"] not in {start["image"], soft["image"]}
+    page.press_on_slider("s", "End")
+    assert page.wait_for_caption(r"s = 400: ")["image"] == start["image"]
+    page.check_no_errors()
