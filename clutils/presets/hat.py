@@ -26,12 +26,11 @@ _ALEXNET = {"AlexNet-SGD": ("alexnet", "naive", False, "shared"), "AlexNet-HAT":
 _RESNET = {"ResNet-SGD": ("resnet", "naive", False, "shared"), "ResNet-HAT": ("resnet", "hat", True, "shared"),
            "ResNet-HAT-BN": ("resnet", "hat", True, "task")}
 _MLP = {"MLP-SGD": ("mlp", "naive", False, "shared"), "MLP-HAT": ("mlp", "hat", True, "shared")}
-# Figure 4's third feed-forward curve, progressive networks: "pnn" (MLP columns, clutils/strategies/pnn.py) is
-# built in another branch. Once it is in clutils, this one line adds it to the quick and smoke figures:
-# _PNN = {"MLP-PNN": ("pnn-mlp", "pnn", False, "shared")}
-_PNN: dict = {}
-#: Shown in the figure and the table while _PNN is empty.
-PNN_MISSING = "PNN: not yet in clutils"
+# Figure 4's third feed-forward curve, progressive networks (clutils/strategies/pnn.py), on the stand-in's
+# MLP columns; the paper profile's AlexNet columns do not exist in clutils (PNN_MISSING says so there).
+_PNN = {"MLP-PNN": ("pnn-mlp", "pnn", False, "shared")}
+#: Shown in the figure and the table of a profile without a PNN curve (the paper profile's AlexNet-PNN).
+PNN_MISSING = "AlexNet-PNN: missing (clutils' progressive networks have MLP columns only)"
 # The authors' validation schedule (clutils.schedules): up to ``epochs`` epochs, lr / 3 after 5 epochs
 # without a lower validation loss, stop below 1e-4, best weights back; 10% of each task's training data held out.
 _SCHEDULE = {"lr_patience": 5, "lr_factor": 3.0, "lr_min": 1e-4, "validation_fraction": 0.1}
