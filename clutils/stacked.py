@@ -403,6 +403,11 @@ def fit_stacked(copies: Sequence[Copy], config: TrainConfig | None = None, *,
     for c in copies:
         c.model.to(device)
     model = StackedModel([c.model for c in copies])
+    expanding = any(isinstance(m, SingleHead) and m.expanding for m in model.network.modules())
+    if expanding and any(b.tasks[t].classes != data.benchmarks[0].tasks[t].classes
+                         for b in data.benchmarks for t in range(len(b))):
+        raise StackingError("an expanding head opens each task's classes: the copies' tasks must have the same "
+                            "classes (the same class order)")
     torch.manual_seed(copies[0].seed)  # dropout (one draw for all copies: see the module docstring)
     for k, c in enumerate(copies):
         c.strategy.setup(model.views[k], data.of_copy[k])

@@ -135,3 +135,20 @@ def test_fit_copies_runs_one_at_a_time_what_cannot_stack(permuted):
     copies = [Copy(build_model(permuted[0], hidden=(8,), seed=s), permuted[0], make("naive"), s) for s in (0, 1)]
     results, how = fit_copies(copies, TrainConfig(**{**CONFIG, "epochs": 1}), device="cpu")
     assert how == "stacked" and len(results) == 2
+
+
+def test_class_incremental_copies_with_their_own_class_orders_and_confusion_matrices():
+    benches = [make_benchmark("split-mnist", dataset="digits", scenario="class", train_per_class=20,
+                              test_per_class=10, seed=s) for s in (0, 1)]
+    assert benches[0].tasks[0].classes != benches[1].tasks[0].classes  # the seeds order the classes differently
+    config = TrainConfig(**{**CONFIG, "record_confusion": True})
+    singles = [fit(build_model(b, hidden=(16,), seed=s), b, make("naive"), TrainConfig(**{**CONFIG, "seed": s,
+               "record_confusion": True}), device="cpu") for s, b in enumerate(benches)]
+    copies = [Copy(build_model(b, hidden=(16,), seed=s), b, make("naive"), s) for s, b in enumerate(benches)]
+    for single_result, got in zip(singles, fit_stacked(copies, config, device="cpu")):
+        assert got.accuracy_matrix == single_result.accuracy_matrix
+        assert got.confusion == single_result.confusion
+    expanding = [Copy(build_model(b, hidden=(16,), seed=s, expanding_head=True), b, make("naive"), s)
+                 for s, b in enumerate(benches)]
+    with pytest.raises(StackingError, match="same classes"):
+        fit_stacked(expanding, config, device="cpu")
