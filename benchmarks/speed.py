@@ -987,6 +987,36 @@ def stacked_worker(spec: dict) -> dict:
             "threads": torch.get_num_threads()}
 
 
+#: The paper profile's permuted-MNIST run (ALASSO's presets): 2x2000 MLP, 60,000 images per task,
+#: 20 epochs, 30 tasks, batch 256, every task's 10,000 test images evaluated after each task.
+PAPER_RUN = {"hidden": 2000, "train": 60_000, "test": 10_000, "epochs": 20, "tasks": 30, "batch": 256}
+#: Assumed sustained float32 throughput of batched matrix products on one data-centre GPU (an
+#: H100/H200 runs plain float32 at about 60 TFLOP/s peak; half of it is sustained by bmm at these
+#: sizes) and the per-step cost of the loop's Python and kernel launches, per copy's strategy hooks.
+ASSUMED_GPU_TFLOPS = 30.0
+ASSUMED_STEP_OVERHEAD_S = 1e-3
+ASSUMED_HOOK_OVERHEAD_S = 1e-4
+
+
+def paper_gpu_estimate(copies: int = 10) -> str:
+    """An ESTIMATE (not a measurement) of ``copies`` stacked seeds of the paper profile's MLP on a GPU."""
+    r = PAPER_RUN
+    params = 784 * r["hidden"] + r["hidden"] ** 2 + 10 * r["hidden"]
+    train_flop = 6 * params * r["train"] * r["epochs"] * r["tasks"]  # forward + backward, 2 FLOP per MAC
+    eval_flop = 2 * params * r["test"] * r["tasks"] * r["tasks"]
+    steps = math.ceil(r["train"] / r["batch"]) * r["epochs"] * r["tasks"]
+
+    def seconds(k: int) -> float:
+        arithmetic = k * (train_flop + eval_flop) / (ASSUMED_GPU_TFLOPS * 1e12)
+        return arithmetic + steps * (ASSUMED_STEP_OVERHEAD_S + k * ASSUMED_HOOK_OVERHEAD_S)
+
+    return (f"ESTIMATE, not measured (no GPU here): the paper profile's 2x2000 MLP, {r['tasks']} tasks x "
+            f"{r['epochs']} epochs of {r['train']:,} images ({steps:,} steps), at an assumed "
+            f"{ASSUMED_GPU_TFLOPS:g} TFLOP/s float32 and {1e3 * ASSUMED_STEP_OVERHEAD_S:g} ms per step: one seed "
+            f"{seconds(1) / 60:.0f} min, {copies} seeds one after another {copies * seconds(1) / 60:.0f} min, "
+            f"{copies} seeds stacked in one run {seconds(copies) / 60:.0f} min")
+
+
 def stacked_main(args) -> int:
     """Time K stacked seeds against one seed (``--stacked``); print the targets as met or missed."""
     import torch
@@ -1064,6 +1094,7 @@ def stacked_main(args) -> int:
           + (f"; stacking stops paying (> {STACKED_PAYS:g}) from width {stops[0]}" if stops
              else f"; stacking pays (<= {STACKED_PAYS:g}) at every width measured"))
     failed = any("error" in m for runs in measured.values() for m in runs)
+    print(f"  {paper_gpu_estimate(10)}")
     print(f"load average {os.getloadavg()[0]:.1f} at the end: timings on a shared machine are noisy.")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "worker"},
