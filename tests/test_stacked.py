@@ -156,3 +156,19 @@ def test_class_incremental_copies_with_their_own_subsets_and_confusion_matrices(
                  for s, b in enumerate((benches[0], reordered))]
     with pytest.raises(StackingError, match="same classes"):
         fit_stacked(expanding, config, device="cpu")
+
+
+def test_the_alasso_chapter_runs_stack_what_stacks_and_match_its_single_runs():
+    from clutils import presets
+    from clutils.experiments import alasso as ex
+
+    settings = presets.get("alasso-permuted-mnist", "smoke")
+    benches = {s: ex.permuted_benchmark(settings, dataset="digits", seed=s) for s in (0, 1)}
+    jobs = {(s, label): (label, benches[s], s) for s in (0, 1) for label in ("SGD", "ALASSO", "SGD+dropout")}
+    assert not ex.spec_stacks(ex.method_spec("SGD+dropout", settings), settings)  # dropout: one at a time
+    got = ex.run_stacked(jobs, settings, device="cpu")
+    assert list(got) == list(jobs)
+    for key, (label, bench, s) in jobs.items():
+        single = ex.run_method(label, bench, settings, seed=s, device="cpu")
+        assert got[key].accuracy_matrix == single.accuracy_matrix, key
+        assert got[key].config.get("stacked_copies") == (None if label == "SGD+dropout" else 4)
