@@ -58,7 +58,10 @@ single run's in the last bits, and those differences grow slowly over thousands
 of steps. The test (``tests/test_stacked.py``) checks the accuracy matrices of a
 stacked run against single runs to float tolerance (1e-5 on the weights after a
 task, equal accuracies up to an occasional sample whose two top logits tie to
-float precision). Dropout draws other random numbers than a single run (one mask
+float precision). On this project's CPU build (one thread) the weights and accuracy matrices of a
+stacked run came out bit-identical to the single runs' in every test (naive, EWC, SI, MAS, ALASSO,
+widths 16 to 128): the batched product evidently sums in the single product's order there; a GPU
+or another BLAS may not. Dropout draws other random numbers than a single run (one mask
 over all copies): a run with dropout matches single runs in distribution only.
 """
 from __future__ import annotations
