@@ -194,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "steadier on a shared machine, meaningful with --threads 1 (default wall)")
     parser.add_argument("--json", metavar="PATH", default=None, help="also write every measurement as JSON")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    # Stacked runs (clutils.stacked): K seeds in one pass against one seed's fit (see stacked_main).
+    parser.add_argument("--stacked", action="store_true",
+                        help="time K seeds trained as one stacked run (clutils.stacked) against one seed")
+    parser.add_argument("--copies", type=_positive_list, default=[1, 2, 5, 10],
+                        help="--stacked: numbers of stacked copies K (default 1,2,5,10)")
+    parser.add_argument("--width-sweep", type=lambda t: [] if t.strip() in ("", "none") else _positive_list(t),
+                        default=[64, 512, 1000, 2000],
+                        help="--stacked: further widths at which naive with 5 copies is timed (where stacking "
+                             "stops paying); none: --width-sweep none")
     return parser
 
 
@@ -813,8 +822,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker is not None:
         spec = json.loads(args.worker)
-        print(RESULT_TAG + json.dumps(worker(spec)), flush=True)
+        print(RESULT_TAG + json.dumps(stacked_worker(spec) if spec.get("stacked") else worker(spec)), flush=True)
         return 0
+    if args.stacked:
+        return stacked_main(args)
 
     import torch
 
@@ -925,6 +936,200 @@ def main(argv: list[str] | None = None) -> int:
                    "data_fallback_reason": fallback, "avalanche_note": avalanche_note,
                    "rows": rows, "targets": [{"met": m, "check": c} for m, c in checks]}
         Path(args.json).write_text(json.dumps(payload, indent=2))
+    return 1 if failed else 0
+
+
+# ------------------------------------------------------------------------------ stacked runs
+# The issue "seeds and sweeps for the price of one run": K seeds of a strategy trained as one
+# stacked run (clutils.stacked.fit_stacked) against one seed trained by clutils.train.fit, on
+# the same MLP, data and Adam. Targets: 5 stacked seeds of naive, EWC, SI and ALASSO at width 256
+# in at most 2x one seed's training time (5 separate runs cost 5x), and the stacked run's peak
+# memory within K x (parameters + gradients + Adam's two moments + the strategy's state) plus
+# one training batch and one evaluation batch of activations per copy.
+
+STACKED_STRATEGIES = ("naive", "ewc", "si", "alasso")
+STACKED_TARGET = {"copies": 5, "width": 256, "ratio": 2.0}
+# Where stacking "pays": 5 stacked seeds cost less than this share of 5 single runs.
+STACKED_PAYS = 0.9
+
+
+def _stacked_copies(benchmark, spec: dict, device):
+    from clutils.models import build_model
+    from clutils.stacked import Copy
+    from clutils.strategies import make
+
+    width = spec["width"]
+    return [Copy(build_model(benchmark, hidden=(width, width), seed=SEED + k).to(device), benchmark,
+                 make(spec["strategy"]), SEED + k) for k in range(spec["copies"])]
+
+
+def stacked_worker(spec: dict) -> dict:
+    """One stacked (``copies`` >= 1) or single (``copies`` 0: ``clutils.train.fit``) run in a fresh process."""
+    import torch
+
+    import clutils.stacked as stacked_module
+    import clutils.train as train_module
+    from clutils.strategies import make
+    from clutils.train import TrainConfig
+
+    global _clock
+    _clock = CLOCKS[spec.get("clock", "wall")]
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
+    benchmark = make_benchmark(spec).to(device)
+    warm_up(benchmark, spec["width"], spec, device)
+    _sync(device)
+    _release_freed_memory()
+    memory_before, memory_method = _reset_peak_memory(device)
+    config = TrainConfig(epochs=spec["epochs"], batch_size=spec["batch_size"], lr=LR, optimizer="adam",
+                         seed=SEED, progress=False)
+    eval_times: list[float] = []
+    if spec["copies"] == 0:
+        model = _build_model(benchmark, spec["width"], device)
+        strategy = make(spec["strategy"])
+        _timed_method(train_module, "evaluate", eval_times, device)
+        started = _clock()
+        train_module.fit(model, benchmark, strategy, config, device=device)
+        states = [strategy]
+    else:
+        copies = _stacked_copies(benchmark, spec, device)
+        _timed_method(stacked_module, "evaluate_stacked", eval_times, device)
+        started = _clock()
+        stacked_module.fit_stacked(copies, config, device=device)
+        model, states = copies[0].model, [c.strategy for c in copies]
+    _sync(device)
+    total = _clock() - started
+    peak = _peak_memory(device, memory_method) - memory_before
+    params = _n_parameters(model)
+    state = sum(_state_numel(s.state_dict()) for s in states)
+    k = max(spec["copies"], 1)
+    # K x (weights, gradients, Adam's two moments) + the strategies' state, and per copy one training
+    # and one evaluation batch of activations (inputs, two hidden layers, logits; values and gradients).
+    activations = k * (spec["batch_size"] * 2 + 2048) * (784 + 2 * spec["width"] + 10)
+    bound_mib = (4 * k * params + state + activations) * 4 / 2**20
+    return {"train_s": total - sum(eval_times), "eval_s": sum(eval_times), "peak_mib": peak,
+            "memory_method": memory_method, "bound_mib": bound_mib, "parameters": params,
+            "threads": torch.get_num_threads()}
+
+
+#: The paper profile's permuted-MNIST run (ALASSO's presets): 2x2000 MLP, 60,000 images per task,
+#: 20 epochs, 30 tasks, batch 256, every task's 10,000 test images evaluated after each task.
+PAPER_RUN = {"hidden": 2000, "train": 60_000, "test": 10_000, "epochs": 20, "tasks": 30, "batch": 256}
+#: Assumed sustained float32 throughput of batched matrix products on one data-centre GPU (an
+#: H100/H200 runs plain float32 at about 60 TFLOP/s peak; half of it is sustained by bmm at these
+#: sizes) and the per-step cost of the loop's Python and kernel launches, per copy's strategy hooks.
+ASSUMED_GPU_TFLOPS = 30.0
+ASSUMED_STEP_OVERHEAD_S = 1e-3
+ASSUMED_HOOK_OVERHEAD_S = 1e-4
+
+
+def paper_gpu_estimate(copies: int = 10) -> str:
+    """An ESTIMATE (not a measurement) of ``copies`` stacked seeds of the paper profile's MLP on a GPU."""
+    r = PAPER_RUN
+    params = 784 * r["hidden"] + r["hidden"] ** 2 + 10 * r["hidden"]
+    train_flop = 6 * params * r["train"] * r["epochs"] * r["tasks"]  # forward + backward, 2 FLOP per MAC
+    eval_flop = 2 * params * r["test"] * r["tasks"] * r["tasks"]
+    steps = math.ceil(r["train"] / r["batch"]) * r["epochs"] * r["tasks"]
+
+    def seconds(k: int) -> float:
+        arithmetic = k * (train_flop + eval_flop) / (ASSUMED_GPU_TFLOPS * 1e12)
+        return arithmetic + steps * (ASSUMED_STEP_OVERHEAD_S + k * ASSUMED_HOOK_OVERHEAD_S)
+
+    return (f"ESTIMATE, not measured (no GPU here): the paper profile's 2x2000 MLP, {r['tasks']} tasks x "
+            f"{r['epochs']} epochs of {r['train']:,} images ({steps:,} steps), at an assumed "
+            f"{ASSUMED_GPU_TFLOPS:g} TFLOP/s float32 and {1e3 * ASSUMED_STEP_OVERHEAD_S:g} ms per step: one seed "
+            f"{seconds(1) / 60:.0f} min, {copies} seeds one after another {copies * seconds(1) / 60:.0f} min, "
+            f"{copies} seeds stacked in one run {seconds(copies) / 60:.0f} min")
+
+
+def stacked_main(args) -> int:
+    """Time K stacked seeds against one seed (``--stacked``); print the targets as met or missed."""
+    import torch
+
+    strategies = [s for s in args.strategies if s in STACKED_STRATEGIES] or list(STACKED_STRATEGIES)
+    dataset, described, fallback = load_data(args.data)
+    data_kind = "fashion-mnist" if dataset.name == "fashion-mnist" else "synthetic"
+    per_task = args.samples or len(dataset.train)
+    del dataset
+    width = args.widths[0]
+    print(f"clutils stacked runs: permuted {data_kind}, {args.tasks} tasks x {args.epochs} epoch(s), "
+          f"{per_task:,} samples per task, batch {args.batch_size}, Adam lr {LR:g}, MLP 784-{width}-{width}-10; "
+          f"strategies {', '.join(strategies)}; K = {', '.join(map(str, args.copies))}")
+    print(f"data: {described}" + (f" [Fashion-MNIST not used: {fallback}]" if fallback else ""))
+    print(f"device: {args.device}; torch {torch.__version__}, {args.threads or torch.get_num_threads()} thread(s) "
+          f"on {os.cpu_count()} CPU(s); repeats {args.repeats} (medians); load average "
+          f"{os.getloadavg()[0]:.1f} at start; timed: training only ({args.clock} clock), evaluation left out",
+          flush=True)
+    base = {"stacked": True, "data": data_kind, "samples": args.samples, "tasks": args.tasks,
+            "epochs": args.epochs, "batch_size": args.batch_size, "device": args.device,
+            "warmup_steps": args.warmup_steps, "threads": args.threads, "clock": args.clock}
+    configs = [(width, s, k) for s in strategies for k in [0, *args.copies]]
+    configs += [(w, "naive", k) for w in args.width_sweep if w != width for k in (0, 5)]
+    measured: dict = {}
+    for repeat in range(args.repeats):
+        for w, strategy, k in configs:
+            label = f"[{repeat + 1}/{args.repeats}] w{w} {strategy} " + (f"K={k}" if k else "single fit")
+            print(f"  {label} ...", end="", flush=True)
+            out = run_in_subprocess({**base, "width": w, "strategy": strategy, "copies": k})
+            if "train_s" in out:
+                print(f" {out['train_s']:.2f} s", flush=True)
+            else:
+                print(f" FAILED: {out['error']}", flush=True)
+            measured.setdefault((w, strategy, k), []).append(out)
+
+    def median(key, field):
+        values = [m[field] for m in measured.get(key, []) if field in m]
+        return statistics.median(values) if values else None
+
+    print(f"\n{'width':>5} {'strategy':<8} {'K':>3} {'train s':>8} {'x one seed':>10} {'x K singles':>11} "
+          f"{'peak MiB':>9} {'bound MiB':>9}")
+    rows = []
+    for (w, strategy, k) in dict.fromkeys(configs):
+        one = median((w, strategy, 0), "train_s")
+        t = median((w, strategy, k), "train_s")
+        if t is None:
+            continue
+        ratio = t / one if one else None
+        share = t / (max(k, 1) * one) if one else None
+        rows.append({"width": w, "strategy": strategy, "copies": k, "train_s": t, "x_one_seed": ratio,
+                     "x_k_singles": share, "peak_mib": median((w, strategy, k), "peak_mib"),
+                     "bound_mib": median((w, strategy, k), "bound_mib")})
+        print(f"{w:>5} {strategy:<8} {k if k else '1*':>3} {t:>8.2f} {_fmt(ratio, '.2f'):>10} "
+              f"{_fmt(share, '.2f'):>11} {_fmt(rows[-1]['peak_mib'], '.0f'):>9} "
+              f"{_fmt(rows[-1]['bound_mib'], '.0f'):>9}")
+    print("\n1* = one seed trained by clutils.train.fit (the reference); x one seed = train s / its; "
+          "x K singles = train s / (K x its)")
+    print("targets:")
+    target_k = STACKED_TARGET["copies"]
+    failed = False
+    for row in rows:
+        if row["copies"] == target_k and row["width"] == width and row["x_one_seed"] is not None:
+            met = row["x_one_seed"] <= STACKED_TARGET["ratio"]
+            print(f"  {'ok    ' if met else 'MISSED'} w{width} {row['strategy']}: {target_k} stacked seeds in "
+                  f"{row['x_one_seed']:.2f}x one seed's time (target <= {STACKED_TARGET['ratio']:g}x)")
+        if row["copies"] and row["peak_mib"] is not None:
+            met = row["peak_mib"] <= row["bound_mib"]
+            if not met or row["copies"] == target_k:
+                print(f"  {'ok    ' if met else 'MISSED'} w{row['width']} {row['strategy']} K={row['copies']}: peak "
+                      f"{row['peak_mib']:.0f} MiB <= bound {row['bound_mib']:.0f} MiB")
+            single = median((row["width"], row["strategy"], 0), "peak_mib")
+            if single is not None:  # the same against the measured peak of one seed's fit
+                met = row["peak_mib"] <= row["copies"] * single
+                print(f"  {'ok    ' if met else 'MISSED'} w{row['width']} {row['strategy']} K={row['copies']}: peak "
+                      f"{row['peak_mib']:.0f} MiB <= K x one seed's measured peak {row['copies'] * single:.0f} MiB")
+    sweep = [r for r in rows if r["strategy"] == "naive" and r["copies"] == 5 and r["x_k_singles"] is not None]
+    stops = [r["width"] for r in sorted(sweep, key=lambda r: r["width"]) if r["x_k_singles"] > STACKED_PAYS]
+    print("  width sweep (naive, 5 seeds, stacked / 5 singles): "
+          + ", ".join(f"w{r['width']} {r['x_k_singles']:.2f}" for r in sorted(sweep, key=lambda r: r["width"]))
+          + (f"; stacking stops paying (> {STACKED_PAYS:g}) from width {stops[0]}" if stops
+             else f"; stacking pays (<= {STACKED_PAYS:g}) at every width measured"))
+    failed = any("error" in m for runs in measured.values() for m in runs)
+    print(f"  {paper_gpu_estimate(10)}")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end: timings on a shared machine are noisy.")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "worker"},
+                                               "data": described, "rows": rows}, indent=2))
     return 1 if failed else 0
 
 

@@ -100,6 +100,16 @@ def seed(text: str) -> int:
     return value
 
 
+def seed_list(text: str) -> list[int]:
+    """``--seeds 0,1,2``: distinct seeds, each as ``--seed`` accepts it."""
+    values = [seed(part.strip()) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds, e.g. 0,1,2, got {text!r}")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"the seeds must differ, got {text!r}")
+    return values
+
+
 def layer_sizes(text: str) -> list[int]:
     """``256,256`` -> [256, 256]."""
     try:
@@ -196,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--root", metavar="DIR", help="data root (default: $CLUTILS_DATA or ~/.cache/clutils)")
     run.add_argument("--offline", action="store_true", help="never download; fail if the data is absent")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--seeds", type=seed_list, metavar="S,S,...",
+                     help="train one run per seed (stacked in one pass when the strategy stacks, else one after "
+                          "another) and print each seed's metrics and their mean and standard deviation")
     run.set_defaults(subparser=run)  # so that errors print the usage of `run`
     return parser
 
@@ -504,6 +517,8 @@ def _preflight(parser, strategy, model, benchmark, config) -> None:
 
 def run(args, parser) -> int:
     settings = _settings(args, parser)
+    if args.seeds:
+        return run_seeds(args, parser, settings)
 
     from .checkpoint import CheckpointError, RunDirError
     from .data.errors import DataFileError
@@ -590,6 +605,93 @@ def run(args, parser) -> int:
             print(f"error: could not save the result to {args.json}: {error}", file=sys.stderr)
             return EXIT_FAILED
         print(f"\nresult saved to {path}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------- run --seeds
+
+
+def _seed_summary(results, seeds: Sequence[int], how: str) -> str:
+    """Each seed's metrics, then their mean and sample standard deviation (n - 1) across seeds."""
+    import statistics
+
+    per_seed = [r.metrics() for r in results]
+    names = [k for k in ("acc", "bwt", "fwt", "forgetting") if all(k in m for m in per_seed)]
+    lines = [f"{len(seeds)} seeds, trained {how}", "",
+             "seed  " + "".join(f"{n.upper():>12}" for n in names)]
+    for s, m in zip(seeds, per_seed):
+        lines.append(f"{s:<6}" + "".join(f"{100 * m[n]:>11.2f}%" for n in names))
+    lines.append("")
+    for n in names:
+        values = [100 * m[n] for m in per_seed]
+        std = statistics.stdev(values) if len(values) > 1 else float("nan")
+        lines.append(f"{n.upper():<11}{statistics.fmean(values):7.2f} % +- {std:.2f} (mean +- std over seeds "
+                     f"{', '.join(map(str, seeds))})")
+    return "\n".join(lines)
+
+
+def run_seeds(args, parser, settings) -> int:
+    """``run --seeds``: one run per seed (data subsets, permutations, weights and order from that seed),
+    stacked in one pass (:mod:`clutils.stacked`) when the strategy and network stack, else one after another."""
+    import json
+
+    from .data.named import make_benchmark
+    from .models import build_model
+    from .stacked import Copy, fit_copies
+    from .train import TrainConfig, TrainingDivergedError
+
+    if args.run_dir:
+        parser.error("--seeds does not checkpoint: drop --run-dir (or run one --seed at a time with it)")
+    seeds = args.seeds
+    strategy = settings["strategy"]
+    progress = not args.no_progress
+    copies = []
+    try:
+        for s in seeds:
+            benchmark = make_benchmark(
+                args.benchmark, n_tasks=settings["tasks"], dataset=args.dataset, scenario=args.scenario, seed=s,
+                train_per_class=settings["train_per_class"], test_per_class=settings["test_per_class"],
+                root=args.root, download=False if args.offline else None)
+            model = build_model(benchmark, arch=settings["arch"],
+                                **({"hidden": tuple(settings["hidden"])} if settings["hidden"] else {}),
+                                expanding_head=settings["head"] == "expanding", seed=s)
+            copies.append(Copy(model, benchmark, type(strategy)(**strategy.hp), s,
+                               {"benchmark_name": args.benchmark, "dataset": settings["dataset_name"],
+                                "profile": args.profile, "arch": settings["arch"], "hidden": settings["hidden"]}))
+    except (RuntimeError, OSError, ValueError) as error:
+        print(f"error: could not load the data or build the model: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
+                         optimizer=settings["optimizer"], momentum=settings["momentum"],
+                         shared_lr_scale=settings["shared_lr_scale"],
+                         first_task_epochs=settings["first_task_epochs"], first_task_lr=settings["first_task_lr"],
+                         reset_optimizer=settings["reset_optimizer"], seed=seeds[0],
+                         record_confusion=args.confusion, progress=progress)
+    _preflight(parser, strategy, copies[0].model, copies[0].benchmark, config)
+    try:
+        results, how = fit_copies(copies, config, device=settings["device"],
+                                  stack=None if config.shared_lr_scale == 1 else False)
+    except TrainingDivergedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    hps = ", ".join(f"{k}={v!r}" for k, v in strategy.hp.items())
+    print(f"{args.strategy}{f' ({hps})' if hps else ''} on {copies[0].benchmark.name}, "
+          f"{copies[0].benchmark.scenario}-incremental, profile {args.profile}: {len(copies[0].benchmark)} tasks x "
+          f"{config.epochs} epoch(s), {settings['arch']}, device {settings['device']}")
+    print(_seed_summary(results, seeds, how))
+    if args.json:
+        try:
+            from .files import atomic_write
+
+            payload = {"seeds": seeds, "how": how, "results": [r.to_dict() for r in results]}
+            path = atomic_write(args.json, json.dumps(payload, indent=1).encode())
+        except OSError as error:
+            print(f"error: could not save the results to {args.json}: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"\nresults saved to {path}")
     return EXIT_OK
 
 

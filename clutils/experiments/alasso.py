@@ -146,6 +146,56 @@ def run_methods(labels: Sequence[str], benchmark: bm.Benchmark, settings: Mappin
                               spec=specs.get(label)) for label in labels}
 
 
+def spec_stacks(spec: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:
+    """Whether a run of ``spec`` can join a stacked run (:mod:`clutils.stacked`): the MLP without
+    dropout (a stacked run draws other dropout masks than a single run) and a strategy that stacks."""
+    from ..stacked import strategy_problem
+
+    model = dict(spec.get("model", {}))
+    if settings.get("arch", "mlp") != "mlp" or model.get("dropout") or model.get("input_dropout"):
+        return False
+    return strategy_problem(make(spec["strategy"], **spec.get("hp", {}))) is None
+
+
+def run_stacked(jobs: Mapping[Any, tuple[str, bm.Benchmark, int]], settings: Mapping[str, Any], *,
+                device="auto", specs: Mapping[str, Mapping[str, Any]] | None = None,
+                max_copies: int | None = None) -> dict[Any, Result]:
+    """Many runs at once: ``jobs`` maps a key to ``(label, benchmark, seed)``; returns key -> Result.
+
+    The runs whose spec stacks (:func:`spec_stacks`; seeds, sweeps of ``a``, SI, ALASSO, SGD) are
+    trained as stacked runs, ``max_copies`` at a time (all of them by default): one pass trains them
+    all, each reproducing its single run to float tolerance (see :mod:`clutils.stacked`). The others
+    run one at a time with :func:`run_method`. Every copy shares the preset's training settings.
+    """
+    from ..stacked import Copy, fit_stacked
+
+    specs = specs or {}
+    spec_of = {key: dict(specs.get(label) or method_spec(label, settings)) for key, (label, _, _) in jobs.items()}
+    together = [key for key in jobs if spec_stacks(spec_of[key], settings)]
+    out: dict[Any, Result] = {}
+    size = max_copies or max(1, len(together))
+    for start in range(0, len(together), size):
+        group = together[start:start + size]
+        copies = []
+        for key in group:
+            label, benchmark, seed = jobs[key]
+            spec = spec_of[key]
+            copies.append(Copy(build_net(benchmark, settings, seed, spec.get("model")), benchmark,
+                               make(spec["strategy"], **spec.get("hp", {})), seed,
+                               {"label": label, "model": dict(spec.get("model", {})),
+                                "arch": settings.get("arch", "mlp")}))
+        started = time.perf_counter()
+        results = fit_stacked(copies, train_config(settings, copies[0].seed), device=device)
+        wall = time.perf_counter() - started
+        for key, result in zip(group, results):
+            result.timings["wall_seconds"] = [wall / len(group)]  # the stacked run's time, shared out
+            out[key] = result
+    for key, (label, benchmark, seed) in jobs.items():
+        if key not in out:
+            out[key] = run_method(label, benchmark, settings, seed=seed, device=device, spec=spec_of[key])
+    return {key: out[key] for key in jobs}
+
+
 def ablation_specs(settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Figure 5's ablations from ``settings["ablations"]``: ALASSO with one component switched off.
 
