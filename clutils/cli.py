@@ -559,8 +559,11 @@ def run(args, parser) -> int:
                             **({"hidden": tuple(settings["hidden"])} if settings["hidden"] else {}),
                             expanding_head=settings["head"] == "expanding", seed=args.seed)
     except (ValueError, RuntimeError) as error:
+        # A strategy that names its own network (HAT, PNN, DEN) cannot run on the MLP instead.
+        from .strategies import REGISTRY
+        own = REGISTRY[args.strategy].model_arch == settings["arch"]
         parser.error(f"cannot build a {settings['arch']} for inputs of shape {benchmark.input_shape}: {error}"
-                     f" (try --arch mlp)")
+                     + ("" if own else " (try --arch mlp)"))
 
     config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
                          optimizer=settings["optimizer"], momentum=settings["momentum"],
