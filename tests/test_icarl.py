@@ -16,28 +16,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clutils.data.named import make_benchmark
 from clutils.models import build_model
 from clutils.strategies import REGISTRY, make
 from clutils.strategies.base import Batch, Strategy
 from clutils.strategies.replay.icarl import herding, icarl_targets, nearest_mean, normalise
-from clutils.train import TrainConfig, _shuffle_seed, fit, make_optimizer
+from clutils.train import _shuffle_seed, fit, make_optimizer
+from test_replay import config, split  # the replay tests' small split and SGD config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-_BENCH: dict[str, object] = {}
-
-
-def split(scenario: str = "class"):
-    if scenario not in _BENCH:
-        _BENCH[scenario] = make_benchmark("split-mnist", dataset="digits", scenario=scenario,
-                                          train_per_class=40, test_per_class=15)
-    return _BENCH[scenario]
-
-
-def config(**changes) -> TrainConfig:
-    return TrainConfig(**{"epochs": 1, "batch_size": 16, "lr": 0.05, "optimizer": "sgd", "progress": False,
-                          **changes})
 
 
 # ----------------------------------------------------------------------------- herding
