@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from clutils import presets
@@ -51,3 +53,55 @@ def test_class_incremental_runs_only_methods_that_can():
     settings = tiny(["EWC", "PNN", "HAT"])
     table, _ = ex.run_families(settings, "class", seed=0)
     assert list(table.index) == ["EWC"]
+
+
+def test_over_seeds_each_seed_is_run_families_and_the_summary_is_its_mean_and_sd():
+    settings = tiny(["EWC", "SI", "ER", "PNN"])
+    fams = ex.run_families_seeds(settings, "task", [3, 4])
+    assert fams.seeds == [3, 4] and fams.methods == ["EWC", "SI", "ER", "PNN"]
+    again, _ = ex.run_families(settings, "task", seed=4)
+    assert fams.tables[4][["accuracy", "BWT"]].equals(again[["accuracy", "BWT"]])  # a seed's table is run_families'
+    long = fams.per_seed()
+    assert len(long) == 2 * 4 and set(long.seed) == {3, 4}
+    summary = fams.summary()
+    assert list(summary.index) == fams.methods and summary.loc["PNN", ("family", "")] == "expansion"
+    for method in fams.methods:
+        values = fams.values(method, "accuracy")
+        assert summary.loc[method, ("accuracy", "mean")] == pytest.approx(np.mean(values))
+        assert summary.loc[method, ("accuracy", "sd")] == pytest.approx(np.std(values, ddof=1))
+    means = fams.family_means("accuracy")
+    assert list(means.index) == [3, 4]
+    for s in (3, 4):
+        t = fams.tables[s]
+        assert means.loc[s, "regularisation"] == pytest.approx((t.loc["EWC", "accuracy"] + t.loc["SI", "accuracy"]) / 2)
+        assert means.loc[s, "expansion"] == pytest.approx(t.loc["PNN", "accuracy"])
+        assert fams.runs[s]["PNN"][0].R.shape[0] == len(ex.benchmark(settings, seed=s))
+    # PNN's and the regularisers' parameter counts do not depend on the seed
+    assert fams.identical("parameters added").all()
+    assert (fams.family_means("parameters added")["regularisation"] == 0).all()
+
+
+def _fake(tables_by_seed):
+    tables = {s: pd.DataFrame(rows).set_index("method") for s, rows in tables_by_seed.items()}
+    return ex.FamilySeeds("task", list(tables), tables, {s: {} for s in tables})
+
+
+def test_identical_compares_every_seed_and_mean_sd_writes_the_plain_value_only_then():
+    row = {"BWT": 0.0, "memory held (KiB)": 1.0, "train s per task": 0.1}
+    fams = _fake({0: [{"method": "A", "family": "replay", "accuracy": 50.0, "parameters added": 10, **row},
+                      {"method": "B", "family": "expansion", "accuracy": 70.0, "parameters added": 5, **row}],
+                  1: [{"method": "A", "family": "replay", "accuracy": 60.0, "parameters added": 10, **row},
+                      {"method": "B", "family": "expansion", "accuracy": 70.0, "parameters added": 6, **row}]})
+    same = fams.identical("parameters added")
+    assert same.to_dict() == {"A": True, "B": False}
+    text = ex.mean_sd(fams.summary(), "parameters added", 1, same)
+    assert text["A"] == "10.0" and text["B"] == "5.5 ± 0.7"
+    assert ex.mean_sd(fams.summary(), "accuracy", 0)["A"] == "55 ± 7"
+
+
+def test_over_seeds_rejects_repeated_or_missing_seeds():
+    settings = tiny(["EWC"])
+    with pytest.raises(ValueError, match="differ"):
+        ex.run_families_seeds(settings, "task", [0, 0])
+    with pytest.raises(ValueError, match="at least one"):
+        ex.run_families_seeds(settings, "task", [])

@@ -8,11 +8,14 @@ read a preset (``clutils.presets.get("expansion-pnn" | "expansion-families", pro
 * :func:`parameter_growth`: parameters of a PNN against the number of tasks, measured and closed form;
 * :func:`soup` and :func:`transfer_scores`: the PNN paper's transfer-score table on Fashion-MNIST
   variants (the stand-in for "Pong soup"), with its baselines 1-4;
-* :func:`family_row`: one method's accuracy, BWT, memory held, parameters added and time per task.
+* :func:`family_row`: one method's accuracy, BWT, memory held, parameters added and time per task;
+  :func:`run_families` one table on one seed, :func:`run_families_seeds` the same over several seeds
+  (:class:`FamilySeeds`: per-seed tables, mean and standard deviation, per-seed family means).
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from typing import Any, Mapping, Sequence
@@ -338,3 +341,91 @@ def run_families(settings: Mapping[str, Any], scenario: str, dataset: str | None
         row["wall s"] = time.perf_counter() - started
         rows.append(row)
     return pd.DataFrame(rows).set_index("method"), runs
+
+
+# ------------------------------------------------------------------------ the families over seeds
+
+#: The measured columns of :func:`run_families`' table (the family comes with each row).
+MEASURED = ("accuracy", "BWT", "memory held (KiB)", "parameters added", "train s per task")
+
+
+@dataclasses.dataclass
+class FamilySeeds:
+    """The families comparison in one scenario, run once per seed by :func:`run_families_seeds`.
+
+    ``tables[s]`` is :func:`run_families`' table of seed ``s`` and ``runs[s]`` its
+    ``{label: (result, model, strategy)}``; the methods are the same on every seed.
+    """
+
+    scenario: str
+    seeds: list[int]
+    tables: dict[int, pd.DataFrame]
+    runs: dict[int, dict]
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.tables[self.seeds[0]].index) if self.seeds else []
+
+    @property
+    def families(self) -> pd.Series:
+        """Each method's family (index: method)."""
+        return self.tables[self.seeds[0]]["family"]
+
+    def per_seed(self) -> pd.DataFrame:
+        """Every seed's table stacked: one row per (seed, method)."""
+        frames = [self.tables[s].reset_index().assign(seed=s) for s in self.seeds]
+        columns = ["seed", "method", "family", *MEASURED]
+        return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+    def values(self, method: str, column: str) -> list[float]:
+        """``column`` of ``method`` in seed order."""
+        return [float(self.tables[s].loc[method, column]) for s in self.seeds]
+
+    def summary(self) -> pd.DataFrame:
+        """Per method: the mean and the sample standard deviation (ddof 1) of every measured column over the
+        seeds, as columns ``(column, "mean")`` and ``(column, "sd")``; the family as ``("family", "")``."""
+        grouped = self.per_seed().groupby("method", sort=False)[list(MEASURED)]
+        stats = grouped.agg(["mean", "std"]).rename(columns={"std": "sd"}, level=1)
+        stats.insert(0, ("family", ""), self.families.reindex(stats.index))
+        return stats.loc[self.methods]
+
+    def identical(self, column: str) -> pd.Series:
+        """Per method: is ``column`` exactly the same number on every seed (compared, not assumed)?"""
+        return pd.Series({m: len(set(self.values(m, column))) == 1 for m in self.methods}, dtype=bool)
+
+    def family_means(self, column: str) -> pd.DataFrame:
+        """Per seed (rows) and family (columns): the mean of ``column`` over the family's methods.
+
+        These per-seed family means are what the notebook compares, paired by seed, with
+        :func:`clutils.scorecard.beyond_seed_noise`.
+        """
+        frame = self.per_seed()
+        if frame.empty:
+            return pd.DataFrame(index=pd.Index(self.seeds, name="seed"))
+        means = frame.groupby(["seed", "family"], sort=False)[column].mean().unstack("family")
+        return means.reindex(self.seeds)
+
+
+def run_families_seeds(settings: Mapping[str, Any], scenario: str, seeds: Sequence[int], dataset: str | None = None,
+                       device="cpu") -> FamilySeeds:
+    """:func:`run_families` once per seed (each seed draws its own training subset and initialisation)."""
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("run_families_seeds needs at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must differ, got {seeds}")
+    tables, runs = {}, {}
+    for s in seeds:
+        tables[s], runs[s] = run_families(settings, scenario, dataset=dataset, seed=s, device=device)
+    return FamilySeeds(scenario, seeds, tables, runs)
+
+
+def mean_sd(summary: pd.DataFrame, column: str, decimals: int = 1, exact: pd.Series | None = None) -> pd.Series:
+    """``column`` of a :meth:`FamilySeeds.summary` as text "mean ± sd"; the plain value for the methods
+    where ``exact`` (e.g. :meth:`FamilySeeds.identical`) says it is the same on every seed."""
+    def text(method: str) -> str:
+        mean, sd = summary.loc[method, (column, "mean")], summary.loc[method, (column, "sd")]
+        if exact is not None and bool(exact.get(method, False)):
+            return f"{mean:.{decimals}f}"
+        return f"{mean:.{decimals}f} ± {sd:.{decimals}f}"
+    return pd.Series({m: text(m) for m in summary.index}, dtype=object)
