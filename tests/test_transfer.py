@@ -146,6 +146,38 @@ def test_other_modes_train_the_body_and_lower_lr_scales_its_rate(mode):
     assert not torch.equal(model.body.layers[1].weight, start)
 
 
+def test_conv_body_scratch_resets_the_filters_and_the_probe_keeps_them():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 1, 12, 12, generator=g), torch.randint(0, 3, (40,), generator=g)
+    torch.manual_seed(0)
+    source = Classifier(144, [16], 4, arch="conv", image_shape=(1, 12, 12), conv_width=4)
+    first_conv = source.body.layers[0].weight
+    assert source(x).shape == (40, 4)
+    scratch, _ = prepare_finetune(source, "scratch", 3, 1e-2, seed=1)
+    assert not torch.equal(scratch.body.layers[0].weight, first_conv)
+    assert not torch.equal(scratch.body.fc[0].weight, source.body.fc[0].weight)
+    probe, groups = prepare_finetune(source, "linear_probe", 3, 1e-2)
+    train_classifier(probe, x, y, steps=5, lr=1e-2, batch_size=16, seed=0, groups=groups)
+    for k, v in probe.body.state_dict().items():
+        assert torch.equal(v, source.body.state_dict()[k]), k
+    full, groups = prepare_finetune(source, "full", 3, 1e-2)
+    train_classifier(full, x, y, steps=5, lr=1e-2, batch_size=16, seed=0, groups=groups)
+    assert not torch.equal(full.body.layers[0].weight, first_conv)
+
+
+def test_classifier_rejects_a_body_it_cannot_build():
+    with pytest.raises(ValueError, match="unknown body"):
+        Classifier(144, [16], 3, arch="resnet")
+    with pytest.raises(ValueError, match="image_shape"):
+        Classifier(144, [16], 3, arch="conv")
+    with pytest.raises(ValueError, match="one fully connected layer"):
+        Classifier(144, [16, 8], 3, arch="conv", image_shape=(1, 12, 12))
+    with pytest.raises(ValueError, match="must be square and hold 144"):
+        Classifier(144, [16], 3, arch="conv", image_shape=(1, 10, 12))
+    with pytest.raises(ValueError, match="too small"):
+        Classifier(64, [16], 3, arch="conv", image_shape=(1, 8, 8))
+
+
 def test_finetune_rejects_bad_input():
     source = Classifier(10, [16], 4)
     with pytest.raises(ValueError, match="mode"):
@@ -256,7 +288,10 @@ def test_the_chapter_experiments_run_on_digits_in_the_smoke_profile():
     from clutils.transfer import experiments as ex
 
     d = ex.load(presets.get("transfer-finetune", "smoke"), "digits", "cpu")
-    ft = ex.run_finetune(d, presets.get("transfer-finetune", "smoke"), 0, labels=[5])
+    smoke = presets.get("transfer-finetune", "smoke")
+    with pytest.raises(ValueError, match="too small for the conv body"):  # digits are 8x8
+        ex.run_finetune(d, smoke, 0, labels=[5])
+    ft = ex.run_finetune(d, ex.mlp_settings(smoke), 0, labels=[5])
     assert set(ft.target) == {(5, m) for m in MODES}
     assert ft.source_after[(5, "linear_probe")] == pytest.approx(ft.source_accuracy)
     dom = ex.run_domain(d, presets.get("transfer-domain", "smoke"), 0)

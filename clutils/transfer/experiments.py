@@ -31,6 +31,17 @@ def in_features(d: Dataset) -> int:
     return int(torch.tensor(d.input_shape).prod())
 
 
+def build_classifier(d: Dataset, settings: dict, n_classes: int) -> Classifier:
+    """The fine-tuning demo's network: the preset's ``arch`` (an MLP unless it says ``conv``) and ``hidden``."""
+    return Classifier(in_features(d), settings["hidden"], n_classes, arch=settings.get("arch", "mlp"),
+                      image_shape=d.input_shape, conv_width=settings.get("conv_width", 16))
+
+
+def mlp_settings(settings: dict) -> dict:
+    """The preset's fine-tuning settings with the MLP body (``mlp_hidden``) in place of its own network."""
+    return {**settings, "arch": "mlp", "hidden": settings["mlp_hidden"]}
+
+
 # ---------------------------------------------------------------------------------- fine-tuning
 
 @dataclass
@@ -49,7 +60,7 @@ def pretrain_source(d: Dataset, settings: dict, seed: int) -> tuple[Classifier, 
     src_train = tdata.per_class(tdata.class_split(d.train, list(range(half))), settings["source_per_class"], seed)
     src_test = tdata.class_split(d.test, list(range(half)))
     torch.manual_seed(seed)
-    model = Classifier(in_features(d), settings["hidden"], half).to(d.train.x.device)
+    model = build_classifier(d, settings, half).to(d.train.x.device)
     train_classifier(model, src_train.x, src_train.y, steps=settings["source_steps"], lr=settings["lr"],
                      batch_size=settings["batch_size"], seed=seed)
     return model, src_train, src_test

@@ -1,8 +1,10 @@
 """Fine-tuning a pre-trained network on a new task: four modes (lecture, section 2, "Fine-tuning").
 
 A source model ``head(body(x))`` pre-trained on the source task is reused for a target task with
-other classes: the body is kept, the output layer is new (``target_classes`` outputs). The modes
-differ in what the target data may change:
+other classes: the body is kept, the output layer is new (``target_classes`` outputs). The body is
+an MLP on the pixels or a small conv net (:class:`clutils.models.CifarNet`); the lecture's claims
+are about convolutional features, and the chapter shows both. The modes differ in what the target
+data may change:
 
 * ``scratch``: the body is re-initialised (no transfer; the reference);
 * ``linear_probe``: the body is frozen (``requires_grad=False``, outside the optimizer): only the
@@ -24,17 +26,40 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..models import MLP
+from ..models import MLP, CifarNet
 
 MODES = ("scratch", "linear_probe", "lower_lr", "full")
+ARCHS = ("mlp", "conv")
 
 
 class Classifier(nn.Module):
-    """``head(body(x))``: a :class:`clutils.models.MLP` body and one linear output layer."""
+    """``head(body(x))``: a body and one linear output layer.
 
-    def __init__(self, in_features: int, hidden: Sequence[int], n_classes: int):
+    ``arch="mlp"``: a :class:`clutils.models.MLP` with the ``hidden`` widths. ``arch="conv"``: the
+    small conv net of :class:`clutils.models.CifarNet` (four 3x3 convolutions of ``conv_width`` and
+    twice that many channels, two max-pools, then one fully connected layer of ``hidden[0]`` units),
+    which needs the images' ``image_shape`` (channels, height, width).
+    """
+
+    def __init__(self, in_features: int, hidden: Sequence[int], n_classes: int, *, arch: str = "mlp",
+                 image_shape: Sequence[int] | None = None, conv_width: int = 16):
         super().__init__()
-        self.body = MLP(in_features, tuple(hidden))
+        if arch == "mlp":
+            self.body = MLP(in_features, tuple(hidden))
+        elif arch == "conv":
+            if image_shape is None or len(image_shape) != 3:
+                raise ValueError(f"a conv body needs image_shape=(channels, height, width), got {image_shape}")
+            if len(hidden) != 1:
+                raise ValueError(f"a conv body has one fully connected layer: hidden=[units], got {list(hidden)}")
+            channels, height, width = (int(v) for v in image_shape)
+            if height != width or channels * height * width != in_features:
+                raise ValueError(f"image_shape {tuple(image_shape)} must be square and hold {in_features} inputs")
+            if height < 10:  # two unpadded convolutions and two poolings leave nothing of a smaller image
+                raise ValueError(f"images of {height}x{width} are too small for the conv body (10x10 at least); "
+                                 "use arch='mlp'")
+            self.body = CifarNet(channels, height, width=conv_width, fc=int(hidden[0]), dropout=False)
+        else:
+            raise ValueError(f"unknown body {arch!r}; choose one of: {', '.join(ARCHS)}")
         self.head = nn.Linear(self.body.out_features, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +82,7 @@ def prepare_finetune(source: Classifier, mode: str, target_classes: int, lr: flo
     model.head = nn.Linear(source.head.in_features, target_classes).to(source.head.weight.device)
     if mode == "scratch":
         for layer in model.body.modules():
-            if isinstance(layer, nn.Linear):
+            if isinstance(layer, (nn.Linear, nn.Conv2d)):
                 layer.reset_parameters()
     if mode == "linear_probe":
         for p in model.body.parameters():
