@@ -231,8 +231,8 @@ PAPER_SETUPS = {
         "images": "30,475 images of 50 animal classes (Animals with Attributes, Lampert et al. 2009); "
                   "30/30/30 random images per class for training, validation and test (review of Section 4.1)",
         "tasks": "a binary task on each of the 50 classes (lecture)",
-        "network": "the 312-128 MLP on the DeCAF features distributed with the dataset, reduced to 500 "
-                   "dimensions by PCA (review of Section 4.1)",
+        "network": "the paper's feedforward network (312-128 units, ReLU) on the DeCAF features distributed "
+                   "with the dataset, reduced to 500 dimensions by PCA (review of Section 4.1)",
         "result": "DEN about as accurate as DNN-STL with 11.9% of its parameters (review of Section 4.2)",
     },
 }
