@@ -80,7 +80,8 @@ def _binary(data: TensorData, positive: int, n: int | None, seed: int) -> Tensor
 def benchmark(settings: Mapping[str, Any], dataset: str | None = None, seed: int = 0, root=None) -> bm.Benchmark:
     """One-versus-rest binary tasks on ``dataset`` (or the preset's), task-incremental.
 
-    Task ``k`` asks "is it class ``c_k``?" with ``c_k`` the k-th class in an order drawn from ``seed``;
+    Task ``k`` asks "is it class ``c_k``?" with ``c_k`` the k-th class in an order drawn from ``seed``
+    (``tasks`` of them; None: one for every class of the dataset);
     ``train_per_task`` / ``test_per_task`` images, half of them positives and as many negatives drawn
     from the other classes (None: every positive of the class). With ``noise`` > 0 or ``rotate`` (True
     unless the preset says otherwise) every image is first rotated and noised (:func:`variation`,
@@ -88,8 +89,9 @@ def benchmark(settings: Mapping[str, Any], dataset: str | None = None, seed: int
     """
     name = dataset or settings["dataset"]
     source = load_dataset(name, root)
-    if not 1 <= settings["tasks"] <= source.n_classes:
-        raise ValueError(f"{settings['tasks']} one-versus-rest tasks asked of {name}, which has "
+    n_tasks = settings["tasks"] or source.n_classes  # None: a task for every class
+    if not 1 <= n_tasks <= source.n_classes:
+        raise ValueError(f"{n_tasks} one-versus-rest tasks asked of {name}, which has "
                          f"{source.n_classes} classes (one task per class)")
     train, test = source.train, source.test
     if settings.get("pool_per_class"):  # draw the tasks from a subset of the dataset (quick profiles)
@@ -101,7 +103,7 @@ def benchmark(settings: Mapping[str, Any], dataset: str | None = None, seed: int
         test = TensorData(variation(test.x, seed + 202, noise, rotate), test.y)
     order = torch.randperm(source.n_classes, generator=torch.Generator().manual_seed(seed)).tolist()
     tasks = []
-    for k, c in enumerate(order[: settings["tasks"]]):
+    for k, c in enumerate(order[:n_tasks]):
         tasks.append(bm.Task(k, _binary(train, c, settings["train_per_task"] // 2 if settings["train_per_task"] else None,
                                         seed * 1000 + k),
                              _binary(test, c, settings["test_per_task"] // 2 if settings["test_per_task"] else None,
