@@ -77,6 +77,11 @@ def test_cifar100_tasks_come_through_the_loader_unrotated_and_balanced(cifar_roo
         assert not any(torch.equal(n, o) for n in negatives for o in own)
 
 
+def test_no_task_count_gives_a_task_for_every_class(cifar_root, settings):
+    bench = ex.benchmark({**settings, "tasks": None}, seed=1, root=cifar_root)
+    assert len(bench) == 100 and sorted(task.classes[1] for task in bench.tasks) == list(range(100))
+
+
 def test_more_tasks_than_classes_is_an_error(cifar_root, settings):
     with pytest.raises(ValueError, match="101 one-versus-rest tasks asked of cifar100, which has 100 classes"):
         ex.benchmark({**settings, "tasks": 101}, root=cifar_root)
