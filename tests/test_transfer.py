@@ -13,7 +13,7 @@ from clutils.data.tensors import TensorData
 from clutils.transfer import data as tdata
 from clutils.transfer.dann import DANN, dann_lambda, grad_reverse, train_dann
 from clutils.transfer.distill import distillation_loss, kd_loss, soft_targets
-from clutils.transfer.finetune import MODES, Classifier, prepare_finetune
+from clutils.transfer.finetune import MODES, Classifier, modes_for, prepare_finetune
 from clutils.transfer.multitask import GradNorm, MultiTaskNet, UncertaintyWeighting, make_weighting, train_multitask
 from clutils.transfer.training import accuracy, index_batches, train_classifier
 
@@ -130,7 +130,7 @@ def test_linear_probe_leaves_the_body_bit_identical_and_the_source_untouched():
         assert torch.equal(v, before[k]), k
 
 
-@pytest.mark.parametrize("mode", [m for m in MODES if m != "linear_probe"])
+@pytest.mark.parametrize("mode", [m for m in modes_for("mlp") if m != "linear_probe"])
 def test_other_modes_train_the_body_and_lower_lr_scales_its_rate(mode):
     x, y = _toy()
     torch.manual_seed(0)
@@ -160,6 +160,13 @@ def test_conv_body_scratch_resets_the_filters_and_the_probe_keeps_them():
     train_classifier(probe, x, y, steps=5, lr=1e-2, batch_size=16, seed=0, groups=groups)
     for k, v in probe.body.state_dict().items():
         assert torch.equal(v, source.body.state_dict()[k]), k
+    frozen, groups = prepare_finetune(source, "frozen_conv", 3, 1e-2)
+    assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in [*frozen.body.fc.parameters(),
+                                                                               *frozen.head.parameters()]}
+    train_classifier(frozen, x, y, steps=5, lr=1e-2, batch_size=16, seed=0, groups=groups)
+    for k, v in frozen.body.layers.state_dict().items():
+        assert torch.equal(v, source.body.layers.state_dict()[k]), k
+    assert not torch.equal(frozen.body.fc[0].weight, source.body.fc[0].weight)
     full, groups = prepare_finetune(source, "full", 3, 1e-2)
     train_classifier(full, x, y, steps=5, lr=1e-2, batch_size=16, seed=0, groups=groups)
     assert not torch.equal(full.body.layers[0].weight, first_conv)
@@ -180,6 +187,11 @@ def test_classifier_rejects_a_body_it_cannot_build():
 
 def test_finetune_rejects_bad_input():
     source = Classifier(10, [16], 4)
+    assert "frozen_conv" not in modes_for("mlp") and modes_for("conv") == MODES
+    with pytest.raises(ValueError, match="needs the conv body"):
+        prepare_finetune(source, "frozen_conv", 3, 1e-2)
+    with pytest.raises(ValueError, match="unknown body"):
+        modes_for("vit")
     with pytest.raises(ValueError, match="mode"):
         prepare_finetune(source, "freeze-all", 3, 1e-2)
     with pytest.raises(ValueError, match="body_lr_factor"):
@@ -292,7 +304,7 @@ def test_the_chapter_experiments_run_on_digits_in_the_smoke_profile():
     with pytest.raises(ValueError, match="too small for the conv body"):  # digits are 8x8
         ex.run_finetune(d, smoke, 0, labels=[5])
     ft = ex.run_finetune(d, ex.mlp_settings(smoke), 0, labels=[5])
-    assert set(ft.target) == {(5, m) for m in MODES}
+    assert set(ft.target) == {(5, m) for m in modes_for("mlp")}
     assert ft.source_after[(5, "linear_probe")] == pytest.approx(ft.source_accuracy)
     dom = ex.run_domain(d, presets.get("transfer-domain", "smoke"), 0)
     assert 0 <= dom.source_only <= 1 and 0 <= dom.dann <= 1

@@ -13,14 +13,14 @@ One module per idea of the KAIST AI602 lecture "Transfer and Continual Learning"
 """
 from .dann import DANN, GradientReversal, dann_lambda, grad_reverse, train_dann
 from .distill import distillation_loss, kd_loss, soft_targets
-from .finetune import MODES, Classifier, prepare_finetune
+from .finetune import MODES, Classifier, modes_for, prepare_finetune
 from .multitask import EqualWeighting, GradNorm, MultiTaskNet, UncertaintyWeighting, train_multitask
 from .training import accuracy, index_batches, train_classifier
 
 __all__ = [
     "DANN", "GradientReversal", "dann_lambda", "grad_reverse", "train_dann",
     "distillation_loss", "kd_loss", "soft_targets",
-    "MODES", "Classifier", "prepare_finetune",
+    "MODES", "Classifier", "modes_for", "prepare_finetune",
     "EqualWeighting", "GradNorm", "MultiTaskNet", "UncertaintyWeighting", "train_multitask",
     "accuracy", "index_batches", "train_classifier",
 ]

@@ -15,7 +15,7 @@ from ..data.tensors import Dataset, TensorData
 from . import data as tdata
 from .dann import DANN, train_dann
 from .distill import kd_loss
-from .finetune import MODES, Classifier, prepare_finetune
+from .finetune import Classifier, modes_for, prepare_finetune
 from .multitask import MultiTaskNet, make_weighting, train_multitask
 from .training import accuracy, predict, train_classifier
 
@@ -76,8 +76,12 @@ def finetune_once(source: Classifier, train: TensorData, mode: str, settings: di
     return model
 
 
-def run_finetune(d: Dataset, settings: dict, seed: int, labels=None, modes=MODES) -> FinetuneRun:
-    """Every mode at every number of target labels per class (the preset's ``labels`` by default)."""
+def run_finetune(d: Dataset, settings: dict, seed: int, labels=None, modes=None) -> FinetuneRun:
+    """Every mode at every number of target labels per class (the preset's ``labels`` by default).
+
+    ``modes``: by default every mode the preset's body allows (:func:`~clutils.transfer.finetune.modes_for`).
+    """
+    modes = modes_for(settings.get("arch", "mlp")) if modes is None else modes
     source, _, src_test = pretrain_source(d, settings, seed)
     half = d.n_classes // 2
     tgt_classes = list(range(half, d.n_classes))

@@ -1,4 +1,4 @@
-"""Fine-tuning a pre-trained network on a new task: four modes (lecture, section 2, "Fine-tuning").
+"""Fine-tuning a pre-trained network on a new task: five modes (lecture, section 2, "Fine-tuning").
 
 A source model ``head(body(x))`` pre-trained on the source task is reused for a target task with
 other classes: the body is kept, the output layer is new (``target_classes`` outputs). The body is
@@ -10,6 +10,8 @@ data may change:
 * ``linear_probe``: the body is frozen (``requires_grad=False``, outside the optimizer): only the
   new head learns, :math:`\\min_{W_h} L(W_h\\, \\phi_{\\theta_S}(x), y)`, and the body stays
   bit-identical to the source's;
+* ``frozen_conv`` (conv body only): the convolutions are frozen, the fully connected layer and the
+  new head learn: the lecture's advice to "freeze convolutional layers" taken literally;
 * ``lower_lr``: every layer learns, the body at ``body_lr_factor`` times the head's rate;
 * ``full``: every layer learns at the same rate, from the source weights.
 
@@ -28,7 +30,7 @@ from torch import nn
 
 from ..models import MLP, CifarNet
 
-MODES = ("scratch", "linear_probe", "lower_lr", "full")
+MODES = ("scratch", "linear_probe", "frozen_conv", "lower_lr", "full")
 ARCHS = ("mlp", "conv")
 
 
@@ -66,6 +68,13 @@ class Classifier(nn.Module):
         return self.head(self.body(x))
 
 
+def modes_for(arch: str) -> tuple[str, ...]:
+    """The fine-tuning modes a body of ``arch`` allows (``frozen_conv`` needs convolutions)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown body {arch!r}; choose one of: {', '.join(ARCHS)}")
+    return MODES if arch == "conv" else tuple(m for m in MODES if m != "frozen_conv")
+
+
 def prepare_finetune(source: Classifier, mode: str, target_classes: int, lr: float, *,
                      body_lr_factor: float = 0.1, seed: int = 0) -> tuple[Classifier, list[dict]]:
     """A copy of ``source`` with a new head for ``target_classes``, and the optimizer's groups for ``mode``.
@@ -84,6 +93,12 @@ def prepare_finetune(source: Classifier, mode: str, target_classes: int, lr: flo
         for layer in model.body.modules():
             if isinstance(layer, (nn.Linear, nn.Conv2d)):
                 layer.reset_parameters()
+    if mode == "frozen_conv":
+        if not isinstance(model.body, CifarNet):
+            raise ValueError("mode 'frozen_conv' freezes convolutions: it needs the conv body (arch='conv')")
+        for p in model.body.layers.parameters():
+            p.requires_grad_(False)
+        return model, [{"params": list(model.body.fc.parameters()) + list(model.head.parameters()), "lr": lr}]
     if mode == "linear_probe":
         for p in model.body.parameters():
             p.requires_grad_(False)
