@@ -123,3 +123,24 @@ def test_the_cli_builds_conv_columns():
 
     assert main(["run", "--strategy", "pnn", "--arch", "pnn-conv", "--benchmark", "split-mnist", "--dataset", "digits",
                  "--scenario", "task", "--profile", "smoke", "--tasks", "2"]) in (0, None)
+
+
+def test_transfer_table_runs_with_conv_columns():
+    from clutils import presets
+    from clutils.experiments import expansion as ex
+
+    settings = presets.get("expansion-pnn", "smoke")
+    settings["soup"].update({"variants": ["original", "flipped", "inverted"], "three_column": True,
+                             "source_epochs": 1, "target_epochs": 2})
+    variants = ex.soup(settings, dataset="digits", seed=0)
+    table = ex.transfer_scores(variants, settings, seed=0, column="conv")
+    assert set(table["column"]) == {"conv"}
+    assert set(table["method"]) == {"baseline 1", "baseline 2", "baseline 3", "baseline 4", "PNN 2 col", "PNN 3 col"}
+    assert table["score"].between(0, 2).all() and all(len(c) == 2 for c in table["curve"])
+    mlp = ex.transfer_scores(variants, settings, seed=0, column="mlp")
+    assert not (table["final accuracy"].to_numpy() == mlp["final accuracy"].to_numpy()).all()  # other networks
+    del settings["soup"]["conv"]
+    with pytest.raises(ValueError, match="soup\\['conv'\\]"):
+        ex.transfer_scores(variants, settings, seed=0, column="conv")
+    with pytest.raises(ValueError, match="unknown column"):
+        ex.transfer_scores(variants, settings, seed=0, column="lstm")
