@@ -20,16 +20,17 @@ trains (:meth:`PNNMLP.activate`). Task ``t`` is answered by column ``t``, which 
 ``<= t``: training later columns cannot change it. Task-incremental only (one head per column).
 
 :class:`PNNConv` has **convolutional** columns, as the paper's (its Pong columns are the A3C network,
-two conv layers and one dense layer). Each column is ``conv3x3 -> ReLU -> maxpool2`` per entry of
-``channels``, then a dense layer of ``fc`` units and the head. The laterals follow Section 2,
+two strided conv layers and one dense layer, no pooling). Each column is a 3x3 convolution of stride 2
+(padding 1: it halves the image) and a ReLU per entry of ``channels``, then a dense layer of ``fc``
+units and the head. The laterals follow Section 2,
 "Adapters": "for convolutional layers, dimensionality reduction is performed by 1x1 convolutions".
 Into conv layer ``i`` (every one after the first):
 
-    h_i^(k) = pool( relu( W_i^(k) * h_{i-1}^(k) + U_i^(k) * relu( V_i^(k) * (alpha_i^(k) h_{i-1}^(<k)) ) ) )
+    h_i^(k) = relu( W_i^(k) * h_{i-1}^(k) + U_i^(k) * relu( V_i^(k) * (alpha_i^(k) h_{i-1}^(<k)) ) )
 
 with ``*`` a convolution, ``V`` a 1x1 convolution from the ``k`` earlier columns' channels down to one
-column's (``c_{i-1}``), and ``U`` a convolution of the layer's own kernel (3x3, padding 1) to ``c_i``
-channels. Into the dense layer (it reads the last conv layer, still an image) ``V`` is the same 1x1
+column's (``c_{i-1}``), and ``U`` a convolution of the layer's own kernel (3x3, stride 2, padding 1)
+to ``c_i`` channels, so its output has the layer's size. Into the dense layer (it reads the last conv layer, still an image) ``V`` is the same 1x1
 reduction and ``U`` a dense map of the flattened result; into the head the dense adapter above.
 """
 from __future__ import annotations
@@ -37,7 +38,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import torch.nn.functional as F
 
 import torch
 from torch import nn
@@ -207,10 +207,11 @@ def parameter_count(in_features: int, hidden: Sequence[int], head_sizes: Sequenc
 
 
 def conv_geometry(in_shape: Sequence[int], channels: Sequence[int]) -> list[tuple[int, int, int]]:
-    """``(channels, height, width)`` of the input and of every conv layer's output (after its pooling).
+    """``(channels, height, width)`` of the input and of every conv layer's output.
 
-    Each conv layer keeps the size (3x3, padding 1) and its 2x2 max-pooling halves it (rounding down);
-    an image that would shrink below 1x1 is refused with the smallest size that fits.
+    Each conv layer (3x3, stride 2, padding 1) halves the size, rounding up; an image smaller than
+    ``2^L x 2^L`` for ``L`` conv layers (the last layers would see a single pixel) is refused with the
+    smallest size that fits.
     """
     if len(in_shape) != 3:
         raise ValueError(f"convolutional columns read images C x H x W; the input shape is {tuple(in_shape)}")
@@ -219,11 +220,11 @@ def conv_geometry(in_shape: Sequence[int], channels: Sequence[int]) -> list[tupl
     c, h, w = (int(v) for v in in_shape)
     smallest = 2 ** len(channels)
     if h < smallest or w < smallest:
-        raise ValueError(f"images of {h}x{w} are too small for {len(channels)} conv layers with 2x2 pooling: "
+        raise ValueError(f"images of {h}x{w} are too small for {len(channels)} conv layers of stride 2: "
                          f"they need at least {smallest}x{smallest}")
     shapes = [(c, h, w)]
     for out in channels:
-        h, w = h // 2, w // 2
+        h, w = (h + 1) // 2, (w + 1) // 2
         shapes.append((int(out), h, w))
     return shapes
 
@@ -233,7 +234,7 @@ class ConvAdapter(nn.Module):
 
     ``V`` is a 1x1 convolution reducing the ``k`` earlier columns' channels to one column's
     (``in_channels``); ``U`` is the receiving layer's own kernel: a 3x3 convolution (padding 1) to
-    ``out`` channels for a conv layer, or, with ``dense_from`` (the reduced map's ``H x W``), a dense
+    ``out`` channels for a conv layer (3x3, stride 2, padding 1, as the layer itself), or, with ``dense_from`` (the reduced map's ``H x W``), a dense
     layer from the flattened map to ``out`` units for the column's dense layer.
     """
 
@@ -243,7 +244,7 @@ class ConvAdapter(nn.Module):
         self.alpha = nn.Parameter(torch.tensor(ALPHA_CHOICES[choice]))
         self.V = nn.Conv2d(earlier_channels, in_channels, kernel_size=1)
         if dense_from is None:
-            self.U: nn.Module = nn.Conv2d(in_channels, out, kernel_size=3, padding=1, bias=False)
+            self.U: nn.Module = nn.Conv2d(in_channels, out, kernel_size=3, stride=2, padding=1, bias=False)
         else:
             self.U = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * dense_from[0] * dense_from[1], out, bias=False))
 
@@ -252,7 +253,7 @@ class ConvAdapter(nn.Module):
 
 
 class ConvColumn(nn.Module):
-    """One convolutional column: ``len(channels)`` conv layers (3x3, ReLU, 2x2 max-pool), a dense
+    """One convolutional column: ``len(channels)`` conv layers (3x3, stride 2, ReLU), a dense
     layer of ``fc`` units (ReLU) and the head; for column ``k > 0`` one adapter into every layer but
     the first (conv adapters into conv and dense layers, :class:`Adapter` into the head)."""
 
@@ -261,7 +262,8 @@ class ConvColumn(nn.Module):
         self.index = index
         shapes = conv_geometry(in_shape, channels)
         self.n_conv = len(channels)
-        convs = [nn.Conv2d(shapes[i][0], shapes[i + 1][0], kernel_size=3, padding=1) for i in range(self.n_conv)]
+        convs = [nn.Conv2d(shapes[i][0], shapes[i + 1][0], kernel_size=3, stride=2, padding=1)
+                 for i in range(self.n_conv)]
         c, h, w = shapes[-1]
         self.layers = nn.ModuleList([*convs, nn.Linear(c * h * w, fc), nn.Linear(fc, n_outputs)])
         adapters: list[nn.Module] = []
@@ -273,7 +275,7 @@ class ConvColumn(nn.Module):
         self.adapters = nn.ModuleList(adapters)
 
     def forward(self, x: torch.Tensor, earlier: list[list[torch.Tensor]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The logits and the hidden activations (pooled conv maps, then the dense layer)."""
+        """The logits and the hidden activations (the conv maps, then the dense layer)."""
         h = x
         hiddens: list[torch.Tensor] = []
         last = len(self.layers) - 1
@@ -281,9 +283,7 @@ class ConvColumn(nn.Module):
             z = layer(h.flatten(1) if i == self.n_conv else h)
             if i > 0 and self.index > 0:
                 z = z + self.adapters[i - 1](torch.cat([column[i - 1] for column in earlier], dim=1))
-            if i < self.n_conv:
-                h = F.max_pool2d(torch.relu(z), 2)
-            elif i < last:
+            if i < last:
                 h = torch.relu(z)
             else:
                 h = z
@@ -328,8 +328,6 @@ class ConvBody(nn.Module):
         h = x
         for i, layer in enumerate(self.layers):
             h = torch.relu(layer(h.flatten(1) if i == self.n_conv else h))
-            if i < self.n_conv:
-                h = F.max_pool2d(h, 2)
         return h
 
 

@@ -21,7 +21,7 @@ def digits(tasks=3):
 
 def test_old_columns_outputs_are_bit_identical_after_training_new_columns():
     bench = digits()
-    model = build_model(bench, "pnn-conv", seed=0, channels=(4, 8), fc=16)
+    model = build_model(bench, "pnn-conv", seed=0, channels=(8, 16), fc=32)
     assert isinstance(model, PNNConv)
     strategy = make("pnn")
     first = {}
@@ -33,7 +33,7 @@ def test_old_columns_outputs_are_bit_identical_after_training_new_columns():
             first[task.index] = m(bench.tasks[task.index].test.x, task.index).clone()
 
     strategy.after_task = after_task
-    result = fit(model, bench, strategy, TrainConfig(epochs=2, batch_size=32, lr=1e-3, reset_optimizer=True,
+    result = fit(model, bench, strategy, TrainConfig(epochs=5, batch_size=16, lr=1e-3, reset_optimizer=True,
                                                      progress=False), device="cpu")
     model.eval()
     with torch.no_grad():

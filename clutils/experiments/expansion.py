@@ -188,7 +188,8 @@ def _train(forward, params: list[nn.Parameter], data: TensorData, test: TensorDa
 
 
 def transfer_curves(sources: Sequence[str], target: str, variants: Mapping[str, dict], settings: Mapping[str, Any],
-                    seed: int = 0, baselines: bool = True, column: str = "mlp") -> dict[str, list[float]]:
+                    seed: int = 0, baselines: bool = True, column: str = "mlp",
+                    trained: dict | None = None) -> dict[str, list[float]]:
     """The target's learning curve for baseline 1-4 and a PNN whose earlier columns learnt ``sources``.
 
     ``column="mlp"``: every column (baselines and PNN) an MLP of the preset's ``hidden`` units;
@@ -200,7 +201,13 @@ def transfer_curves(sources: Sequence[str], target: str, variants: Mapping[str, 
     * baseline 3: the same pre-trained column with a new output layer, everything fine-tuned on the target;
     * baseline 4: a random column, frozen, only its output layer trained on the target;
     * PNN: one frozen column per source (trained in order, each with its laterals), a new column for the target.
+
+    ``trained`` (a dict, filled here) keeps what was trained on the sources, for the next call with the
+    same seed, settings and ``column``: the pre-trained column of baselines 2-3 and each PNN source column
+    (keyed by the sources up to it). A column is initialised from the same seed whatever the pair, so
+    reusing it gives the same bits as training it again (:func:`transfer_scores` relies on it).
     """
+    trained = {} if trained is None else trained
     s = settings["soup"]
     hidden, lr, batch = tuple(settings["hidden"]), settings["lr"], settings["batch_size"]
     first = variants[sources[0]]
@@ -230,10 +237,13 @@ def transfer_curves(sources: Sequence[str], target: str, variants: Mapping[str, 
         return _train(lambda x: head(body(x)), params, tgt["target"], tgt["test"], s["target_epochs"], lr, batch, seed)
 
     def pretrained() -> nn.Module:
-        body, head = column_(1)
-        _train(lambda x: head(body(x)), list(body.parameters()) + list(head.parameters()), first["source"],
-               first["test"], s["source_epochs"], lr, batch, seed)
-        return body
+        key = ("pretrained", sources[0])
+        if key not in trained:
+            body, head = column_(1)
+            _train(lambda x: head(body(x)), list(body.parameters()) + list(head.parameters()), first["source"],
+                   first["test"], s["source_epochs"], lr, batch, seed)
+            trained[key] = body
+        return trained[key]
 
     if baselines:  # they depend on the first source and the target only
         body, head = column_(0)
@@ -248,9 +258,15 @@ def transfer_curves(sources: Sequence[str], target: str, variants: Mapping[str, 
     heads = [k] * (len(sources) + 1)
     pnn = PNNConv(in_shape, conv["channels"], conv["fc"], heads) if column == "conv" else PNNMLP(in_features, hidden, heads)
     for c, name in enumerate(sources):
+        key = ("pnn", tuple(sources[:c + 1]))
         pnn.activate(c)
+        if key in trained:  # the same column, trained on the same sources before
+            with torch.no_grad():
+                pnn.columns[c].load_state_dict(trained[key])
+            continue
         _train(lambda x, c=c: pnn(x, c), [p for p in pnn.parameters() if p.requires_grad], variants[name]["source"],
                variants[name]["test"], s["source_epochs"], lr, batch, seed)
+        trained[key] = {name_: value.detach().clone() for name_, value in pnn.columns[c].state_dict().items()}
     t = len(sources)
     pnn.activate(t)
     curves[f"PNN {t + 1} col"] = _train(lambda x: pnn(x, t), [p for p in pnn.parameters() if p.requires_grad],
@@ -286,9 +302,11 @@ def transfer_scores(variants: Mapping[str, dict], settings: Mapping[str, Any], s
         pairs += [((source, second), t) for t in names if t not in (source, second)]
     rows = []
     cache: dict[tuple[str, str], dict[str, list[float]]] = {}
+    trained: dict = {}  # source columns, trained once per seed and reused by every pair
     for sources, target in pairs:
         key = (sources[0], target)
-        curves = transfer_curves(sources, target, variants, settings, seed, baselines=key not in cache, column=column)
+        curves = transfer_curves(sources, target, variants, settings, seed, baselines=key not in cache, column=column,
+                                 trained=trained)
         cache.setdefault(key, {k: v for k, v in curves.items() if k.startswith("baseline")})
         curves = {**cache[key], **curves}
         chance = 1 / variants[target]["n_classes"]
