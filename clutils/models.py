@@ -161,8 +161,9 @@ ARCHITECTURES = ("mlp", "cifarnet")
 # The HAT chapter: gated networks with one head per task (clutils.models_hat), task-incremental only.
 HAT_ARCHS = {"hat-mlp": "mlp", "hat-alexnet": "alexnet", "hat-resnet": "resnet"}
 ARCHITECTURES = ARCHITECTURES + tuple(HAT_ARCHS)
-# The expansion chapter: progressive networks, one MLP column per task (clutils.models_pnn), task-incremental only.
-PNN_ARCHS = ("pnn-mlp",)
+# The expansion chapter: progressive networks, one MLP or convolutional column per task (clutils.models_pnn),
+# task-incremental only. pnn-conv's columns are clutils.models_pnn.CONV_COLUMN (``hidden`` is not used).
+PNN_ARCHS = ("pnn-mlp", "pnn-conv")
 ARCHITECTURES = ARCHITECTURES + PNN_ARCHS
 # The DEN chapter: an MLP that grows in preallocated shapes (clutils.models_den), task-incremental only.
 ARCHITECTURES = ARCHITECTURES + ("den-mlp",)
@@ -182,7 +183,7 @@ def build_model(benchmark: Benchmark, arch: str = "mlp", hidden: Sequence[int] =
         return build_hat_model(benchmark, HAT_ARCHS[arch], hidden=hidden, dropout=dropout, seed=seed, **body_options)
     if arch in PNN_ARCHS:  # the expansion chapter's progressive network (clutils.models_pnn)
         from .models_pnn import build_pnn_model
-        return build_pnn_model(benchmark, hidden=hidden, seed=seed)
+        return build_pnn_model(benchmark, hidden=hidden, seed=seed, column=arch.split("-", 1)[1], **body_options)
     if arch == "den-mlp":  # the DEN chapter's growable MLP (clutils.models_den)
         from .models_den import build_den_model
         return build_den_model(benchmark, hidden=hidden, seed=seed, **body_options)

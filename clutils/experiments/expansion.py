@@ -32,7 +32,7 @@ from ..data.datasets import load_dataset
 from ..data.named import make_benchmark
 from ..data.tensors import TensorData, subset_per_class
 from ..models import MLP, build_model
-from ..models_pnn import PNNMLP
+from ..models_pnn import ConvBody, PNNConv, PNNMLP
 from ..result import Result
 from ..strategies import REGISTRY, make
 from ..strategies.recipes import recipe_of
@@ -188,53 +188,85 @@ def _train(forward, params: list[nn.Parameter], data: TensorData, test: TensorDa
 
 
 def transfer_curves(sources: Sequence[str], target: str, variants: Mapping[str, dict], settings: Mapping[str, Any],
-                    seed: int = 0, baselines: bool = True) -> dict[str, list[float]]:
+                    seed: int = 0, baselines: bool = True, column: str = "mlp",
+                    trained: dict | None = None) -> dict[str, list[float]]:
     """The target's learning curve for baseline 1-4 and a PNN whose earlier columns learnt ``sources``.
+
+    ``column="mlp"``: every column (baselines and PNN) an MLP of the preset's ``hidden`` units;
+    ``column="conv"``: a convolutional column of the preset's ``soup["conv"]`` (``channels``, ``fc``),
+    :class:`clutils.models_pnn.ConvBody` for the baselines and :class:`clutils.models_pnn.PNNConv`.
 
     * baseline 1: one column trained from scratch on the target;
     * baseline 2: one column trained on the (first) source, then only a new output layer trained on the target;
     * baseline 3: the same pre-trained column with a new output layer, everything fine-tuned on the target;
     * baseline 4: a random column, frozen, only its output layer trained on the target;
     * PNN: one frozen column per source (trained in order, each with its laterals), a new column for the target.
+
+    ``trained`` (a dict, filled here) keeps what was trained on the sources, for the next call with the
+    same seed, settings and ``column``: the pre-trained column of baselines 2-3 and each PNN source column
+    (keyed by the sources up to it). A column is initialised from the same seed whatever the pair, so
+    reusing it gives the same bits as training it again (:func:`transfer_scores` relies on it).
     """
+    trained = {} if trained is None else trained
     s = settings["soup"]
     hidden, lr, batch = tuple(settings["hidden"]), settings["lr"], settings["batch_size"]
     first = variants[sources[0]]
-    in_features = math.prod(first["source"].x.shape[1:])
+    if column not in ("mlp", "conv"):
+        raise ValueError(f"unknown column {column!r}; choose 'mlp' or 'conv'")
+    in_shape = tuple(first["source"].x.shape[1:])
+    in_features = math.prod(in_shape)
+    conv = s.get("conv", {})
+    if column == "conv" and not conv:
+        raise ValueError("column='conv' needs the preset's soup['conv'] (channels and fc)")
     k = first["n_classes"]
     tgt = variants[target]
     curves: dict[str, list[float]] = {}
 
-    def column(offset: int) -> tuple[MLP, nn.Linear]:
+    def new_body() -> nn.Module:
+        if column == "conv":
+            return ConvBody(in_shape, conv["channels"], conv["fc"])
+        return MLP(in_features, hidden)
+
+    def column_(offset: int) -> tuple[nn.Module, nn.Linear]:
         torch.manual_seed(seed * 100 + offset)
-        body = MLP(in_features, hidden)
+        body = new_body()
         return body, nn.Linear(body.out_features, k)
 
-    def run_target(body: MLP, head: nn.Linear, train_body: bool) -> list[float]:
+    def run_target(body: nn.Module, head: nn.Linear, train_body: bool) -> list[float]:
         params = list(head.parameters()) + (list(body.parameters()) if train_body else [])
         return _train(lambda x: head(body(x)), params, tgt["target"], tgt["test"], s["target_epochs"], lr, batch, seed)
 
-    def pretrained() -> MLP:
-        body, head = column(1)
-        _train(lambda x: head(body(x)), list(body.parameters()) + list(head.parameters()), first["source"],
-               first["test"], s["source_epochs"], lr, batch, seed)
-        return body
+    def pretrained() -> nn.Module:
+        key = ("pretrained", sources[0])
+        if key not in trained:
+            body, head = column_(1)
+            _train(lambda x: head(body(x)), list(body.parameters()) + list(head.parameters()), first["source"],
+                   first["test"], s["source_epochs"], lr, batch, seed)
+            trained[key] = body
+        return trained[key]
 
     if baselines:  # they depend on the first source and the target only
-        body, head = column(0)
+        body, head = column_(0)
         curves["baseline 1"] = run_target(body, head, True)
         source_body = pretrained()  # trained once; baseline 2 freezes a copy, baseline 3 fine-tunes another
-        curves["baseline 2"] = run_target(copy.deepcopy(source_body), column(2)[1], False)
-        curves["baseline 3"] = run_target(copy.deepcopy(source_body), column(2)[1], True)
-        body, head = column(3)
+        curves["baseline 2"] = run_target(copy.deepcopy(source_body), column_(2)[1], False)
+        curves["baseline 3"] = run_target(copy.deepcopy(source_body), column_(2)[1], True)
+        body, head = column_(3)
         curves["baseline 4"] = run_target(body, head, False)
 
     torch.manual_seed(seed * 100 + 1)
-    pnn = PNNMLP(in_features, hidden, [k] * (len(sources) + 1))
+    heads = [k] * (len(sources) + 1)
+    pnn = PNNConv(in_shape, conv["channels"], conv["fc"], heads) if column == "conv" else PNNMLP(in_features, hidden, heads)
     for c, name in enumerate(sources):
+        key = ("pnn", tuple(sources[:c + 1]))
         pnn.activate(c)
+        if key in trained:  # the same column, trained on the same sources before
+            with torch.no_grad():
+                pnn.columns[c].load_state_dict(trained[key])
+            continue
         _train(lambda x, c=c: pnn(x, c), [p for p in pnn.parameters() if p.requires_grad], variants[name]["source"],
                variants[name]["test"], s["source_epochs"], lr, batch, seed)
+        trained[key] = {name_: value.detach().clone() for name_, value in pnn.columns[c].state_dict().items()}
     t = len(sources)
     pnn.activate(t)
     curves[f"PNN {t + 1} col"] = _train(lambda x: pnn(x, t), [p for p in pnn.parameters() if p.requires_grad],
@@ -252,8 +284,11 @@ def transfer_score(curve: Sequence[float], reference: Sequence[float], chance: f
     return float(np.clip(auc / ref, 0.0, 2.0)) if ref > 0 else float("nan")
 
 
-def transfer_scores(variants: Mapping[str, dict], settings: Mapping[str, Any], seed: int = 0) -> pd.DataFrame:
+def transfer_scores(variants: Mapping[str, dict], settings: Mapping[str, Any], seed: int = 0,
+                    column: str = "mlp") -> pd.DataFrame:
     """One row per (sources, target, method): the transfer score, the final accuracy and the AUC.
+
+    ``column`` ("mlp" or "conv") is the kind of every column, baselines and PNN (:func:`transfer_curves`).
 
     Two-column pairs: the preset's source -> every other variant; with ``three_column``, also the
     source and the next variant -> each remaining one.
@@ -267,14 +302,16 @@ def transfer_scores(variants: Mapping[str, dict], settings: Mapping[str, Any], s
         pairs += [((source, second), t) for t in names if t not in (source, second)]
     rows = []
     cache: dict[tuple[str, str], dict[str, list[float]]] = {}
+    trained: dict = {}  # source columns, trained once per seed and reused by every pair
     for sources, target in pairs:
         key = (sources[0], target)
-        curves = transfer_curves(sources, target, variants, settings, seed, baselines=key not in cache)
+        curves = transfer_curves(sources, target, variants, settings, seed, baselines=key not in cache, column=column,
+                                 trained=trained)
         cache.setdefault(key, {k: v for k, v in curves.items() if k.startswith("baseline")})
         curves = {**cache[key], **curves}
         chance = 1 / variants[target]["n_classes"]
         for method, curve in curves.items():
-            rows.append({"seed": seed, "sources": " + ".join(sources), "target": target, "method": method,
+            rows.append({"seed": seed, "column": column, "sources": " + ".join(sources), "target": target, "method": method,
                          "score": transfer_score(curve, curves["baseline 1"], chance),
                          "final accuracy": curve[-1], "curve": curve})
     return pd.DataFrame(rows)

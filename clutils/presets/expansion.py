@@ -2,7 +2,9 @@
 
 * ``expansion-pnn``: PNN on task-incremental split Fashion-MNIST (BWT exactly 0, parameters against
   the number of tasks, forward transfer against one fresh network per task) and a small version of
-  the paper's transfer-score table on Fashion-MNIST variants standing in for "Pong soup";
+  the paper's transfer-score table on Fashion-MNIST variants standing in for "Pong soup", with MLP
+  columns and with convolutional ones (``soup["conv"]``: the channels of the conv layers and the dense
+  width of clutils.models_pnn.PNNConv, the paper's kind of column);
 * ``expansion-families``: regularisation (EWC, SI, ALASSO, SPP), replay (ER, DER++) and expansion
   (PNN, HAT) on the same split Fashion-MNIST, task- and (where a method can) class-incremental.
 
@@ -23,19 +25,19 @@ define(
            "max_columns": 8,
            "soup": {"variants": _SOUP[:3], "source": "original", "source_per_class": 30, "target_per_class": 5,
                     "test_per_class": 10, "source_epochs": 3, "target_epochs": 3, "noise": 0.5,
-                    "three_column": False}},
+                    "three_column": False, "conv": {"channels": [4, 8], "fc": 16}}},
     quick={"dataset": "fashion-mnist", "tasks": 5, "classes_per_task": 2, "train_per_class": 200,
            "test_per_class": 100, "epochs": 3, "hidden": [100, 100], "optimizer": "adam", "lr": 1e-3,
            "batch_size": 64, "max_columns": 10,
            "soup": {"variants": _SOUP, "source": "original", "source_per_class": 200, "target_per_class": 20,
                     "test_per_class": 50, "source_epochs": 3, "target_epochs": 6, "noise": 0.5,
-                    "three_column": True}},
+                    "three_column": True, "conv": {"channels": [8, 16], "fc": 64}}},
     paper={"dataset": "fashion-mnist", "tasks": 5, "classes_per_task": 2, "train_per_class": None,
            "test_per_class": None, "epochs": 10, "hidden": [256, 256], "optimizer": "adam", "lr": 1e-3,
            "batch_size": 64, "max_columns": 10,
            "soup": {"variants": _SOUP, "source": "original", "source_per_class": 1000, "target_per_class": 50,
                     "test_per_class": None, "source_epochs": 10, "target_epochs": 20, "noise": 0.5,
-                    "three_column": True}},
+                    "three_column": True, "conv": {"channels": [16, 32], "fc": 128}}},
 )
 
 #: The comparison: label -> (family, strategy, network). Each method trains with its chapter's recipe

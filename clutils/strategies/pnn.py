@@ -25,7 +25,8 @@ from .registry import register
 class PNN(Strategy):
     """One frozen column per past task, a new column with lateral adapters for the current one.
 
-    Needs a network of :mod:`clutils.models_pnn` (``--arch pnn-mlp``) with at least one column
+    Needs a network of :mod:`clutils.models_pnn` (``--arch pnn-mlp``, or ``pnn-conv`` for the paper's
+    convolutional columns) with at least one column
     per task, a task-incremental benchmark, and a fresh optimiser every task
     (``TrainConfig.reset_optimizer=True``, as in the PNN recipe).
     """
