@@ -561,9 +561,9 @@ def run(args, parser) -> int:
     except (ValueError, RuntimeError) as error:
         # A strategy that names its own network (HAT, PNN, DEN) cannot run on the MLP instead.
         from .strategies import REGISTRY
-        own = REGISTRY[args.strategy].model_arch == settings["arch"]
-        parser.error(f"cannot build a {settings['arch']} for inputs of shape {benchmark.input_shape}: {error}"
-                     + ("" if own else " (try --arch mlp)"))
+        own = REGISTRY[args.strategy].model_arch is not None  # e.g. pnn-mlp or pnn-conv: the error says why
+        hint = "" if own else " (try --arch mlp)"
+        parser.error(f"cannot build a {settings['arch']} for inputs of shape {benchmark.input_shape}: {error}{hint}")
 
     config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
                          optimizer=settings["optimizer"], momentum=settings["momentum"],

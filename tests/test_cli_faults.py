@@ -126,10 +126,11 @@ def test_bad_input_ends_with_its_status_and_message_and_no_traceback(places, ext
     assert not Path(places["marker"]).exists()  # no pickle from the data root was run
 
 
-@pytest.mark.parametrize("strategy, network", [("pnn", "pnn-mlp"), ("den", "den-mlp"), ("hat", "hat-mlp")])
+@pytest.mark.parametrize("strategy, network", [("pnn", "pnn-mlp"), ("pnn", "pnn-conv"), ("den", "den-mlp"),
+                                               ("hat", "hat-mlp")])
 def test_a_strategy_with_its_own_network_is_not_sent_to_the_mlp(strategy, network, tmp_path):
     """HAT, PNN and DEN need their own task-incremental networks: the error names the scenario, not --arch mlp."""
-    argv = [*SMOKE, "--strategy", strategy, "--scenario", "class"]
+    argv = [*SMOKE, "--strategy", strategy, "--scenario", "class", *(["--arch", network] if network == "pnn-conv" else [])]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CLUTILS_DATA": str(tmp_path / "data")}
     proc = subprocess.run([sys.executable, "-m", "clutils", *argv], capture_output=True, text=True,
                           timeout=300, env=env)
