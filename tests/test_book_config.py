@@ -234,3 +234,21 @@ def test_add_caption_sits_below_the_axes():
     assert caption.get_text() == "Run: x"
     assert caption.get_window_extent(renderer).y1 <= label_bottom
     plt.close(fig)
+
+
+def test_the_code_the_chapters_include_is_staged_and_a_missing_file_fails_the_build(tmp_path):
+    """literalinclude reads clutils from the staged tree: every target is found (and staged), none is guessed."""
+    pages = sorted((ROOT / "book").rglob("*.md"))
+    found = {p.relative_to(ROOT).as_posix() for p in build_book.included_files(ROOT, pages)}
+    assert {"clutils/strategies/sit.py", "clutils/models_den.py"} <= found
+    (tmp_path / "book").mkdir()
+    page = tmp_path / "book" / "x.md"
+    page.write_text("```{include} _generated/table.md\n```\n\n```{literalinclude} ../code.py\n:pyobject: f\n```\n")
+    with pytest.raises(build_book.BuildError, match="includes ../code.py, which is not a file"):
+        build_book.included_files(tmp_path, [page])
+    (tmp_path / "code.py").write_text("def f():\n    return 1\n")
+    assert build_book.included_files(tmp_path, [page]) == [(tmp_path / "code.py").resolve()]
+    page.write_text("```{literalinclude} ../../outside.py\n```\n")
+    (tmp_path.parent / "outside.py").write_text("x = 1\n")
+    with pytest.raises(build_book.BuildError, match="not a file of the repository"):
+        build_book.included_files(tmp_path, [page])

@@ -75,6 +75,13 @@ def test_every_image_of_a_notebook_page_has_alt_text(smoke_book):
     assert figures >= len(NOTEBOOKS), "the notebook pages show fewer figures than notebooks"
 
 
+def test_the_code_the_chapters_pull_from_clutils_is_on_the_page(smoke_book):
+    """Each chapter shows its algorithm's code beside the formula, read from clutils at build time."""
+    for page, code in [("book/ar1.html", "lwf_lambdas"), ("book/den.html", "unit_mask")]:
+        text = re.sub(r"<[^>]+>", "", (smoke_book / page).read_text(encoding="utf-8"))  # the highlighted code as text
+        assert f"def {code}(" in text, f"{code} not shown on {page}"
+
+
 def test_the_teaching_table_lists_every_notebook_with_its_time(smoke_book):
     table = (BUILD / "src" / "book" / "_generated" / "timings.md").read_text(encoding="utf-8")
     saved = json.loads((BUILD / "executed" / RUN.tag / "timings.json").read_text())

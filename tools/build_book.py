@@ -707,6 +707,30 @@ def local_extensions(root: Path) -> list[Path]:
     return files
 
 
+#: A MyST include directive and its argument: ```{literalinclude} ../clutils/x.py or ```{include} file.
+_INCLUDE = re.compile(r"^\s*(?:```|:::)\{(?:literal)?include\}\s+(\S+)", re.M)
+
+
+def included_files(root: Path, pages: list[Path]) -> list[Path]:
+    """The repository files that ``pages`` include (``literalinclude``, ``include``), outside ``book/``.
+
+    The chapters pull their code from ``clutils`` so that it cannot drift; Sphinx reads those files
+    from the staged tree, so they are staged too. Generated includes (``_generated/``) are written
+    by the build itself. A target that does not exist, or lies outside the repository, is an error
+    here rather than a warning and a page without its code.
+    """
+    found: set[Path] = set()
+    for page in pages:
+        for target in _INCLUDE.findall(page.read_text(encoding="utf-8")):
+            if "_generated" in Path(target).parts:
+                continue
+            path = (page.parent / target).resolve()
+            if not path.is_relative_to(root.resolve()) or not path.is_file():
+                raise BuildError(f"{page.relative_to(root)} includes {target}, which is not a file of the repository")
+            found.add(path)
+    return sorted(found)
+
+
 def stage_sources(paths: Paths, run: Run, results: list[NotebookResult], log=print) -> dict:
     """Sync everything the HTML build reads into ``_build/src``; return a summary."""
     import yaml
@@ -718,6 +742,10 @@ def stage_sources(paths: Paths, run: Run, results: list[NotebookResult], log=pri
     for path in sorted((paths.root / "book").rglob("*")):
         if path.is_file() and "_generated" not in path.parts and ".ipynb_checkpoints" not in path.parts:
             expected[src / path.relative_to(paths.root)] = path
+    # the clutils sources the pages include (their code beside the formulas)
+    pages = sorted((paths.root / "book").rglob("*.md"))
+    for path in included_files(paths.root, pages):
+        expected[src / path.relative_to(paths.root.resolve())] = path
     # executed notebooks (those that failed are left out; the build fails anyway)
     executed_dir = paths.executed(run)
     notebooks = []
