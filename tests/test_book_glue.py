@@ -61,6 +61,16 @@ def test_every_glued_number_in_the_chapters_comes_from_a_notebook_that_glues_it(
     assert "8 to 12 points" not in text and "76 s" not in text
 
 
+def test_every_pasted_text_names_its_format():
+    """myst-nb splits ``path::key:format`` at the last colon: without a format, or with a brace for
+    the closing backtick, the page shows a warning instead of the number."""
+    for page in sorted((ROOT / "book").glob("*.md")):
+        for role in re.findall(r"\{glue:text\}`([^`]*)`", page.read_text()):
+            if "::" not in role:
+                continue
+            assert re.fullmatch(r"[^`:]+::[A-Za-z0-9_]+:[^:{}\s]+", role), f"{page.name}: {{glue:text}}`{role}`"
+
+
 def test_each_chapter_page_shows_its_key_figure_from_the_build():
     """introduction.md and alasso.md paste a figure glued by an executed notebook, not a committed PNG."""
     for page, notebook in (("introduction.md", "intro_forgetting"), ("alasso.md", "alasso_3_permuted_mnist")):
