@@ -227,7 +227,7 @@ def transfer_curves(sources: Sequence[str], target: str, variants: Mapping[str, 
             return ConvBody(in_shape, conv["channels"], conv["fc"])
         return MLP(in_features, hidden)
 
-    def column_(offset: int) -> tuple[nn.Module, nn.Linear]:
+    def fresh_column(offset: int) -> tuple[nn.Module, nn.Linear]:
         torch.manual_seed(seed * 100 + offset)
         body = new_body()
         return body, nn.Linear(body.out_features, k)
@@ -239,19 +239,19 @@ def transfer_curves(sources: Sequence[str], target: str, variants: Mapping[str, 
     def pretrained() -> nn.Module:
         key = ("pretrained", sources[0])
         if key not in trained:
-            body, head = column_(1)
+            body, head = fresh_column(1)
             _train(lambda x: head(body(x)), list(body.parameters()) + list(head.parameters()), first["source"],
                    first["test"], s["source_epochs"], lr, batch, seed)
             trained[key] = body
         return trained[key]
 
     if baselines:  # they depend on the first source and the target only
-        body, head = column_(0)
+        body, head = fresh_column(0)
         curves["baseline 1"] = run_target(body, head, True)
         source_body = pretrained()  # trained once; baseline 2 freezes a copy, baseline 3 fine-tunes another
-        curves["baseline 2"] = run_target(copy.deepcopy(source_body), column_(2)[1], False)
-        curves["baseline 3"] = run_target(copy.deepcopy(source_body), column_(2)[1], True)
-        body, head = column_(3)
+        curves["baseline 2"] = run_target(copy.deepcopy(source_body), fresh_column(2)[1], False)
+        curves["baseline 3"] = run_target(copy.deepcopy(source_body), fresh_column(2)[1], True)
+        body, head = fresh_column(3)
         curves["baseline 4"] = run_target(body, head, False)
 
     torch.manual_seed(seed * 100 + 1)
